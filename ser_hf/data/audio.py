@@ -1,0 +1,167 @@
+"""Audio decoding: soundfile first, soxr to resample, librosa only for formats libsndfile lacks.
+
+``datasets`` stores only the path (see ``schema.py``); everything that turns a path into samples
+or into a cheap header fact lives here so loaders, validation and collators agree on what
+"readable" means.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+# Frames read at each end of a file by ``probe_audio``: enough to make libsndfile walk the
+# codec (a truncated FLAC/OGG fails to seek to its tail), small enough to stay header-cheap.
+_PROBE_FRAMES = 1024
+# Containers libsndfile reads itself; other extensions (m4a, aac, wma, ...) fall back to librosa.
+_LIBSNDFILE_EXTENSIONS = {f".{name.lower()}" for name in sf.available_formats()} | {".aif", ".oga", ".opus"}
+
+
+class AudioError(ValueError):
+    """An audio file is missing, unreadable or empty; the message names the file."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class AudioInfo(NamedTuple):
+    frames: int
+    samplerate: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.samplerate
+
+
+def _require_file(path) -> str:
+    path = os.fspath(path)
+    if not path:
+        raise AudioError(path, "empty audio path")
+    if not os.path.isfile(path):
+        raise AudioError(path, "audio file not found")
+    return path
+
+
+def _open_or_none(path: str) -> sf.SoundFile | None:
+    """Open with libsndfile (header only). ``None`` means "try librosa": only for extensions libsndfile
+    does not handle; a .wav/.flac/... it cannot open is broken, and decoding it elsewhere would hide that.
+    """
+    try:
+        return sf.SoundFile(path)
+    except sf.LibsndfileError as exc:
+        if os.path.splitext(path)[1].lower() not in _LIBSNDFILE_EXTENSIONS:
+            return None
+        detail = exc.error_string.rstrip(".")
+        if detail.startswith("File does not exist"):  # libsndfile's words for garbage in an existing file
+            detail = "header not recognised"
+        raise AudioError(path, f"unreadable audio, not a valid sound file ({detail})") from exc
+
+
+def _librosa_decode(path: str) -> tuple[np.ndarray, int]:
+    """Fallback decoder (audioread backends) for files libsndfile cannot open; returns (channels, time)."""
+    import librosa  # imported here: slow to import and rarely needed
+
+    try:
+        with warnings.catch_warnings():  # its "PySoundFile failed, trying audioread" notices: we know
+            warnings.simplefilter("ignore")
+            wave, rate = librosa.load(path, sr=None, mono=False)
+    except Exception as exc:  # librosa/audioread raise many unrelated types
+        raise AudioError(path, f"unreadable audio ({type(exc).__name__}: {exc})") from exc
+    return np.atleast_2d(wave), int(rate)
+
+
+def audio_info(path) -> AudioInfo:
+    """(frames, samplerate, channels) from the header alone; decodes only if libsndfile can't open it."""
+    path = _require_file(path)
+    handle = _open_or_none(path)
+    if handle is None:
+        wave, rate = _librosa_decode(path)
+        return AudioInfo(wave.shape[-1], rate, wave.shape[0])
+    with handle:
+        return AudioInfo(int(handle.frames), int(handle.samplerate), int(handle.channels))
+
+
+def duration_seconds(path) -> float:
+    """Length in seconds from the header (used for length-grouped batching and reports)."""
+    return audio_info(path).duration
+
+
+def probe_audio(path) -> AudioInfo:
+    """Header plus a tiny read at both ends: catches missing, random-byte, empty and truncated files.
+
+    A WAV cut short is not detectable this way (libsndfile trims ``frames`` to the data present and
+    the file decodes fine); a truncated compressed file fails the tail seek, and NaN/inf samples at
+    either end of a float file are reported. Raises ``AudioError``.
+    """
+    path = _require_file(path)
+    handle = _open_or_none(path)
+    if handle is None:  # not a libsndfile format: decode once via librosa
+        wave, rate = _librosa_decode(path)
+        info = AudioInfo(wave.shape[-1], rate, wave.shape[0])
+        head = tail = wave.T
+    else:
+        with handle:
+            info = AudioInfo(int(handle.frames), int(handle.samplerate), int(handle.channels))
+            if info.frames <= 0:
+                raise AudioError(path, "empty audio (0 frames)")
+            try:
+                head = handle.read(min(_PROBE_FRAMES, info.frames), dtype="float32", always_2d=True)
+                if info.frames > _PROBE_FRAMES:
+                    handle.seek(info.frames - _PROBE_FRAMES)
+                tail = handle.read(_PROBE_FRAMES, dtype="float32", always_2d=True)
+            except sf.LibsndfileError as exc:
+                raise AudioError(path, f"corrupt audio data ({exc})") from exc
+    if info.frames <= 0:
+        raise AudioError(path, "empty audio (0 frames)")
+    if len(tail) == 0:
+        raise AudioError(path, f"corrupt audio data (header says {info.frames} frames, none readable at the end)")
+    if not (np.isfinite(head).all() and np.isfinite(tail).all()):
+        raise AudioError(path, "audio contains NaN or infinite samples")
+    return info
+
+
+def load_audio(path, sampling_rate: int = 16000) -> np.ndarray:
+    """Decode to float32 mono at ``sampling_rate`` (channels averaged, soxr resampling)."""
+    path = _require_file(path)
+    handle = _open_or_none(path)
+    if handle is None:
+        multi, rate = _librosa_decode(path)
+        wave = multi.mean(axis=0)
+    else:
+        with handle:
+            rate = int(handle.samplerate)
+            try:
+                wave = handle.read(dtype="float32", always_2d=True).mean(axis=1)  # (time, ch) -> mono
+            except sf.LibsndfileError as exc:
+                raise AudioError(path, f"corrupt audio data ({exc})") from exc
+    if wave.size == 0:
+        raise AudioError(path, "empty audio (0 frames)")
+    if not np.isfinite(wave).all():
+        raise AudioError(path, "audio contains NaN or infinite samples")
+    if rate != sampling_rate:
+        wave = soxr.resample(wave, rate, sampling_rate)
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def crop(wave: np.ndarray, max_samples: int | None, *, random: bool, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Cut ``wave`` to ``max_samples``: a random window for training, the start of the file for eval.
+
+    Shorter waves (and ``max_samples=None``) are returned unchanged. ``rng`` makes training crops
+    reproducible; without it a fresh unseeded generator is used.
+    """
+    if max_samples is not None and max_samples <= 0:
+        raise ValueError(f"max_samples must be positive, got {max_samples}")
+    if max_samples is None or len(wave) <= max_samples:
+        return wave
+    start = 0
+    if random:
+        rng = rng if rng is not None else np.random.default_rng()
+        start = int(rng.integers(0, len(wave) - max_samples + 1))
+    return wave[start : start + max_samples]

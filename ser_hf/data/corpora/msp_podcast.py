@@ -1,0 +1,128 @@
+"""MSP-Podcast (the in-the-wild corpus of the paper's challenge) from its release layout.
+
+Expected under ``root``: ``Labels/labels_consensus.csv``, ``Audios/<FileName>`` and optionally
+``Transcripts/<stem>.txt``. Rows whose consensus class is O (other) or X (no agreement) keep their
+A/V/D ratings but get ``label=None`` (pass ``exclude_classes=()`` to keep them as classes).
+Gender is normalised to "M"/"F"; "Unknown" speaker or gender becomes ``None``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from typing import Mapping
+
+import datasets
+
+from ser_hf.data.corpora.manifest import iter_records, parse_attribute
+from ser_hf.data.schema import rows_to_dataset_dict
+from ser_hf.data.splits import order_splits
+from ser_hf.data.validation import DataValidationError, format_problems
+
+logger = logging.getLogger(__name__)
+
+LABELS = ("A", "S", "H", "U", "F", "D", "C", "N")
+LABEL_NAMES = {
+    "A": "angry",
+    "S": "sad",
+    "H": "happy",
+    "U": "surprise",
+    "F": "fear",
+    "D": "disgust",
+    "C": "contempt",
+    "N": "neutral",
+}
+EXTRA_CLASSES = {"O": "other", "X": "no agreement"}
+ATTRIBUTE_RANGE = (1.0, 7.0)
+
+LABELS_FILE = os.path.join("Labels", "labels_consensus.csv")
+DEFAULT_SPLITS = {"Train": "train", "Development": "dev", "Test1": "test", "Test2": "test2", "Test3": "test3"}
+COLUMNS = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set")
+_ATTRIBUTE_COLUMNS = {"arousal": "EmoAct", "valence": "EmoVal", "dominance": "EmoDom"}
+_GENDERS = {"male": "M", "female": "F", "unknown": None, "": None}
+
+
+def class_labels(exclude_classes=("O", "X")) -> tuple[str, ...]:
+    """The label set a loader call produces: the 8 emotions plus any of O/X that are kept."""
+    return LABELS + tuple(code for code in EXTRA_CLASSES if code not in exclude_classes)
+
+
+def load_msp_podcast(
+    root,
+    *,
+    exclude_classes=("O", "X"),
+    splits: Mapping[str, str | None] | None = None,
+    include_transcripts: bool = True,
+    labels_file: str = LABELS_FILE,
+) -> datasets.DatasetDict:
+    """Read the consensus labels into a DatasetDict; audio paths are stored, never opened.
+
+    ``splits`` maps ``Split_Set`` values to split names (default: Train->train, Development->dev,
+    Test1->test, Test2->test2, Test3->test3); mapping a set to ``None`` leaves it out on purpose.
+    A set missing from the mapping is an error. Test3 rows without labels get ``None`` fields.
+    """
+    root = os.path.abspath(os.fspath(root))
+    split_names = dict(DEFAULT_SPLITS if splits is None else splits)
+    csv_path = os.path.join(root, labels_file)
+    transcript_dir = os.path.join(root, "Transcripts")
+    transcripts = set(os.listdir(transcript_dir)) if include_transcripts and os.path.isdir(transcript_dir) else set()
+    if include_transcripts and not transcripts:
+        logger.warning("%s: no transcripts found; transcript will be None", transcript_dir)
+
+    rows, errors, unlabelled, left_out = [], [], Counter(), Counter()
+    for line_no, record in iter_records(csv_path):
+        if not rows and not errors and not left_out:  # first record: check the header once
+            missing = [c for c in COLUMNS if c not in record]
+            if missing:
+                raise ValueError(f"{csv_path}: missing columns {missing} (expected {list(COLUMNS)})")
+        file_name = (record["FileName"] or "").strip()
+        split_set = (record["Split_Set"] or "").strip()
+        problems = []
+        if not file_name:
+            problems.append("empty FileName")
+        if split_set not in split_names:
+            problems.append(f"Split_Set {split_set!r} not in the split mapping {sorted(split_names)}")
+        code = (record["EmoClass"] or "").strip() or None
+        if code is not None and code not in LABELS and code not in EXTRA_CLASSES:
+            problems.append(f"unknown EmoClass {code!r}")
+        row = {}
+        for name, column in _ATTRIBUTE_COLUMNS.items():
+            try:
+                row[name] = parse_attribute(record[column])
+            except ValueError:
+                problems.append(f"{column} value {record[column]!r} is not a number")
+        gender_text = (record["Gender"] or "").strip()
+        if problems:
+            errors.append(f"line {line_no} ({file_name or '?'}): {'; '.join(problems)}")
+            continue
+        if split_names[split_set] is None:
+            left_out[split_set] += 1
+            continue
+        if code in exclude_classes:
+            unlabelled[code] += 1
+            code = None
+        stem = os.path.splitext(file_name)[0]
+        transcript = None
+        if f"{stem}.txt" in transcripts:
+            with open(os.path.join(transcript_dir, f"{stem}.txt"), encoding="utf-8") as handle:
+                transcript = handle.read().strip()
+        speaker = (record["SpkrID"] or "").strip()
+        row.update(
+            id=stem,
+            audio=os.path.join(root, "Audios", file_name),
+            transcript=transcript,
+            label=code,
+            speaker=None if speaker.lower() in ("", "unknown") else speaker,
+            gender=_GENDERS.get(gender_text.lower(), gender_text),
+            split=split_names[split_set],
+        )
+        rows.append(row)
+    if errors:
+        raise DataValidationError(format_problems(f"{csv_path}: {len(errors)} bad lines:", errors), errors)
+    if not rows:
+        raise ValueError(f"{csv_path}: no rows left after the split mapping {split_names}")
+    if unlabelled:
+        logger.info("MSP-Podcast: %s rows kept with label=None (classes %s)", sum(unlabelled.values()), dict(unlabelled))
+    if left_out:
+        logger.info("MSP-Podcast: left out by the split mapping: %s", dict(left_out))
+    return order_splits(rows_to_dataset_dict(rows))

@@ -1,0 +1,35 @@
+"""ser-hf models, registered with the transformers Auto classes on import."""
+from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification, AutoModelForSequenceClassification
+
+from ser_hf.configuration import SERSpeechConfig, SERTextConfig
+from ser_hf.modeling.base import SEROutput, SERPreTrainedModel
+from ser_hf.modeling.heads import ACTIVATIONS, EmotionHead, get_activation
+from ser_hf.modeling.pooling import AttentiveStatisticsPooling, MeanPooling
+from ser_hf.modeling.speech import SERModelForSpeech, build_feature_extractor
+from ser_hf.modeling.text import SERModelForText
+
+
+def _register() -> None:
+    for config_class, model_class, auto_class in (
+        (SERSpeechConfig, SERModelForSpeech, AutoModelForAudioClassification),
+        (SERTextConfig, SERModelForText, AutoModelForSequenceClassification),
+    ):
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, model_class, exist_ok=True)
+        auto_class.register(config_class, model_class, exist_ok=True)
+
+
+_register()
+
+__all__ = [
+    "ACTIVATIONS",
+    "AttentiveStatisticsPooling",
+    "EmotionHead",
+    "MeanPooling",
+    "SERModelForSpeech",
+    "SERModelForText",
+    "SEROutput",
+    "SERPreTrainedModel",
+    "build_feature_extractor",
+    "get_activation",
+]

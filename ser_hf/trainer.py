@@ -1,0 +1,295 @@
+"""`SERTrainer`: the Hugging Face `Trainer` with the paper's losses and class-balanced sampling."""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import EvalPrediction
+
+from ser_hf.data.collators import IGNORE_INDEX, SERTargets
+from ser_hf.losses import build_loss
+from ser_hf.samplers import build_batch_sampler
+from ser_hf.training_args import SERTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+def compute_ser_metrics(config, eval_prediction: EvalPrediction) -> dict[str, float]:
+    """Metrics over the *whole* evaluation set (the Trainer gathers every batch first).
+
+    Categorical: macro-F1 (the IS2025 task-1 primary), micro-F1, accuracy, UAR. Attributes: CCC per
+    attribute on the corpus scale and their mean (task 2).
+    """
+    from ser_hf.metrics.functional import ccc_per_attribute, classification_metrics
+
+    predictions = _as_tuple(eval_prediction.predictions)
+    references = _as_tuple(eval_prediction.label_ids)
+    names = _output_names(config)
+    predictions = dict(zip(names, predictions))
+    references = dict(zip(_label_names(config), references))
+    metrics: dict[str, float] = {}
+    if config.has_categorical:
+        labels = np.asarray(references["labels"])
+        keep = labels != IGNORE_INDEX
+        predicted = np.asarray(predictions["logits"]).argmax(-1)
+        metrics.update(
+            classification_metrics(predicted[keep], labels[keep], labels=list(range(config.num_classes)))
+        )
+    if config.has_attributes:
+        metrics.update(
+            ccc_per_attribute(
+                np.asarray(predictions["attributes"]), np.asarray(references["attribute_labels"]), config.attributes
+            )
+        )
+    return metrics
+
+
+def _as_tuple(value) -> tuple:
+    return value if isinstance(value, (tuple, list)) else (value,)
+
+
+def _output_names(config) -> list[str]:
+    return (["logits"] if config.has_categorical else []) + (["attributes"] if config.has_attributes else [])
+
+
+def _label_names(config) -> list[str]:
+    return (["labels"] if config.has_categorical else []) + (["attribute_labels"] if config.has_attributes else [])
+
+
+def default_metric_for_best_model(config) -> str:
+    return "macro_f1" if config.has_categorical else "ccc_mean"
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+class _ReseedSamplerCallback(TrainerCallback):
+    """Give the batch sampler the epoch number, so every epoch draws a new, reproducible order."""
+
+    def __init__(self, trainer: "SERTrainer"):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        sampler = self.trainer._train_batch_sampler
+        if sampler is not None:
+            sampler.set_epoch(int(math.floor(state.epoch or 0)))
+
+
+class SERTrainer(Trainer):
+    """Trainer for ser-hf models.
+
+    * ``compute_loss`` applies the loss chosen in `SERTrainingArguments` (CE, class-weighted CE,
+      focal, soft CE; CCC or MSE for attributes; a weighted sum for multi-task models). Class weights
+      come from the training split's label counts.
+    * ``get_train_dataloader`` draws batches with the chosen balancing sampler (balanced up/down,
+      weighted, or plain shuffling), distributed-aware and reseeded every epoch.
+    * The optimizer has separate learning rates for backbone, pooling and heads.
+    * Evaluation metrics (macro-F1, UAR, CCC, ...) are computed over the whole eval set, and the best
+      checkpoint is selected by macro-F1 (categorical) or mean CCC (attributes) unless told otherwise.
+
+    ``train_dataset``/``eval_dataset`` are manifest datasets (rows in the ser-hf schema); the
+    ``data_collator`` (e.g. `SpeechCollator`) decodes them. It must have ``train_mode()``, which gives
+    the random-crop variant used for training.
+    """
+
+    def __init__(self, model=None, args: SERTrainingArguments | None = None, *pargs, **kwargs):
+        if args is None:
+            raise ValueError("SERTrainer needs SERTrainingArguments")
+        if not isinstance(args, SERTrainingArguments):
+            raise TypeError(f"SERTrainer needs SERTrainingArguments, got {type(args).__name__}")
+        config = model.config
+        if args.label_names is None:
+            args.label_names = _label_names(config)
+        if args.metric_for_best_model is None and (args.load_best_model_at_end or kwargs.get("eval_dataset") is not None):
+            args.metric_for_best_model = default_metric_for_best_model(config)
+            args.greater_is_better = True
+        if kwargs.get("compute_metrics") is None:
+            kwargs["compute_metrics"] = lambda prediction: compute_ser_metrics(config, prediction)
+        super().__init__(model, args, *pargs, **kwargs)
+        # Our losses are per-batch means; let the Trainer divide them by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self._train_batch_sampler = None
+        self.class_counts = self._class_counts()
+        self.categorical_loss, self.attribute_loss = self._build_losses()
+        self.add_callback(_ReseedSamplerCallback(self))
+        trainable, total = count_parameters(self.model)
+        logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+
+    # ------------------------------------------------------------------ losses
+    def _train_label_ids(self) -> np.ndarray | None:
+        config = self.model.config
+        if not config.has_categorical or self.train_dataset is None:
+            return None
+        targets = SERTargets.for_config(config)
+        codes = self.train_dataset["label"]
+        return np.array([targets.label_id({"label": code, "id": i}) for i, code in enumerate(codes)], dtype=np.int64)
+
+    def _class_counts(self) -> list[int] | None:
+        ids = self._train_label_ids()
+        if ids is None:
+            return None
+        ids = ids[ids != IGNORE_INDEX]
+        return np.bincount(ids, minlength=self.model.config.num_classes).tolist()
+
+    def _build_losses(self):
+        args, config = self.args, self.model.config
+        categorical = attribute = None
+        if config.has_categorical:
+            uses_weights = args.class_weighting != "none" or args.loss == "weighted_ce"
+            if uses_weights and self.class_counts is not None:
+                empty = [config.labels[i] for i, n in enumerate(self.class_counts) if n == 0]
+                if empty:
+                    raise ValueError(f"class weighting needs every class in the training split; no examples of {empty}")
+            options = {}
+            if args.loss == "focal":
+                options["focal_gamma"] = args.focal_gamma
+                options["focal_alpha_from_weights"] = args.class_weighting != "none"
+            elif args.loss in ("ce", "weighted_ce"):
+                options["label_smoothing"] = args.label_smoothing_factor_ce
+            categorical = build_loss(
+                args.loss,
+                num_classes=config.num_classes,
+                class_counts=self.class_counts if uses_weights else None,
+                class_weighting=args.class_weighting,
+                **options,
+            )
+        if config.has_attributes:
+            attribute = build_loss(args.attribute_loss, attribute_weights=args.attribute_loss_weights)
+        return categorical, attribute
+
+    def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
+        labels = inputs.pop("labels", None)
+        attribute_labels = inputs.pop("attribute_labels", None)
+        outputs = model(**inputs)
+        unwrapped = self.accelerator.unwrap_model(model)
+        loss = None
+        if self.categorical_loss is not None and labels is not None:
+            loss = self.args.categorical_loss_weight * self.categorical_loss(outputs.logits, labels)
+        if self.attribute_loss is not None and attribute_labels is not None:
+            target = unwrapped.normalize_attributes(attribute_labels)
+            term = self.args.attribute_loss_weight * self.attribute_loss(outputs.attributes_normalized, target)
+            loss = term if loss is None else loss + term
+        if loss is None:
+            raise ValueError("batch has no labels for this model's task")
+        if return_outputs:
+            kept = {"loss": loss}
+            if outputs.logits is not None:
+                kept["logits"] = outputs.logits
+            if outputs.attributes is not None:
+                kept["attributes"] = outputs.attributes
+            return loss, kept
+        return loss
+
+    # ------------------------------------------------------------------ data
+    def _train_lengths(self) -> list[float] | None:
+        if not self.args.group_by_length:
+            return None
+        dataset = self.train_dataset
+        if "duration" in dataset.column_names:
+            return list(dataset["duration"])
+        from tqdm.auto import tqdm
+
+        from ser_hf.data.audio import duration_seconds
+
+        if "audio" in dataset.column_names:
+            paths = dataset["audio"]
+            return [duration_seconds(p) for p in tqdm(paths, desc="reading durations", disable=self.args.disable_tqdm)]
+        if "transcript" in dataset.column_names:
+            return [len(t or "") for t in dataset["transcript"]]
+        raise ValueError("group_by_length needs an audio, transcript or duration column")
+
+    def build_train_batch_sampler(self):
+        args = self.args
+        labels = self._train_label_ids()
+        if args.sampler != "none":
+            if labels is None:
+                raise ValueError(f"sampler={args.sampler!r} balances classes; this model's task has no classes")
+            unlabelled = np.flatnonzero(labels == IGNORE_INDEX)
+            if len(unlabelled):
+                raise ValueError(
+                    f"sampler={args.sampler!r} needs a class for every training row; {len(unlabelled)} rows have none "
+                    f"(first: {[self.train_dataset[int(i)]['id'] for i in unlabelled[:5]]}). Filter them or use sampler=none."
+                )
+        label_list = labels.tolist() if labels is not None else [None] * len(self.train_dataset)
+        return build_batch_sampler(
+            args.sampler,
+            label_list,
+            self._train_batch_size,
+            lengths=self._train_lengths(),
+            seed=args.seed,
+            num_replicas=args.world_size,
+            rank=args.process_index,
+            drop_last=args.dataloader_drop_last,
+            group_by_length=args.group_by_length,
+        )
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            raise ValueError("SERTrainer: training requires a train_dataset")
+        sampler = self.build_train_batch_sampler()
+        self._train_batch_sampler = sampler
+        collator = self.data_collator.train_mode(seed=self.args.seed) if hasattr(self.data_collator, "train_mode") else self.data_collator
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+            prefetch_factor=self.args.dataloader_prefetch_factor if self.args.dataloader_num_workers > 0 else None,
+        )
+        prepared = self.accelerator.prepare(loader)
+        # The sampler already gives each process its own share; undo accelerate's re-sharding.
+        shard = getattr(prepared, "batch_sampler", None)
+        if shard is not None and getattr(shard, "batch_sampler", None) is sampler:
+            shard.num_processes = 1
+            shard.process_index = 0
+        return prepared
+
+    # ------------------------------------------------------------------ optimizer
+    def create_optimizer(self, model=None):
+        """AdamW (or the configured optimizer) with backbone / pooling / head learning rates."""
+        if self.optimizer is not None:
+            return self.optimizer
+        model = self.model if model is None else model
+        args = self.args
+        head_lr = args.head_learning_rate or args.learning_rate
+        rates = {
+            "backbone": args.backbone_learning_rate or args.learning_rate,
+            "pooling": args.pooling_learning_rate or head_lr,
+            "head": head_lr,
+        }
+        decay_names = set(self.get_decay_parameter_names(model))
+        groups: dict[tuple[str, bool], list] = {}
+        for name, parameter in model.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            part = _parameter_part(name)
+            groups.setdefault((part, name in decay_names), []).append(parameter)
+        param_groups = [
+            {"params": params, "lr": rates[part], "weight_decay": args.weight_decay if decay else 0.0}
+            for (part, decay), params in groups.items()
+        ]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, model)
+        optimizer_kwargs.pop("lr", None)
+        self.optimizer = optimizer_cls(param_groups, lr=args.learning_rate, **optimizer_kwargs)
+        return self.optimizer
+
+
+def _parameter_part(name: str) -> str:
+    """Which learning-rate group a parameter belongs to, from its name."""
+    parts = name.split(".")
+    if "backbone" in parts:
+        return "backbone"
+    if "pooling" in parts or "layer_weights" in parts:
+        return "pooling"
+    return "head"

@@ -1,0 +1,123 @@
+"""`SERTrainingArguments`: the paper's training strategies as documented `TrainingArguments` fields."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from transformers import TrainingArguments
+
+
+class CategoricalLoss(str, Enum):
+    CE = "ce"
+    WEIGHTED_CE = "weighted_ce"
+    FOCAL = "focal"
+    SOFT_CE = "soft_ce"
+
+
+class AttributeLoss(str, Enum):
+    CCC = "ccc"
+    MSE = "mse"
+
+
+class ClassWeighting(str, Enum):
+    NONE = "none"
+    INVERSE = "inverse"
+    SQRT_INVERSE = "sqrt_inverse"
+    EFFECTIVE_NUMBER = "effective_number"
+
+
+class SamplerName(str, Enum):
+    NONE = "none"
+    UP = "up"
+    DOWN = "down"
+    WEIGHTED = "weighted"
+
+
+def _to_enum(enum_cls: type[Enum], value, field_name: str) -> Enum:
+    try:
+        return enum_cls(value.value if isinstance(value, Enum) else value)
+    except ValueError:
+        valid = ", ".join(member.value for member in enum_cls)
+        raise ValueError(f"{field_name}={value!r} is not valid; choose one of: {valid}") from None
+
+
+
+@dataclass
+class SERTrainingArguments(TrainingArguments):
+    """Training arguments of `SERTrainer`.
+
+    Every strategy the "Lessons Learnt" paper compares is one field here: the categorical loss
+    (cross-entropy, class-weighted cross-entropy, focal), the class-balancing sampler (balanced
+    up-/down-sampling, weighted random), the attribute loss (CCC) and separate learning rates for
+    the pretrained backbone and the freshly initialised head.
+
+    Gradient accumulation: categorical losses are per-utterance means, so dividing by the number of
+    accumulation steps gives the same gradient as one big batch. The CCC loss is a *batch statistic*
+    (means and variances over the batch), so it is computed per micro-batch and the micro-batch
+    losses are averaged; with accumulation it is an average of per-micro-batch CCCs, not the CCC of
+    the accumulated batch. Prefer larger ``per_device_train_batch_size`` over accumulation for CCC
+    training (the IS2025 baseline uses 32).
+    """
+
+    loss: str = field(
+        default="ce",
+        metadata={"help": "Categorical loss: ce, weighted_ce (class-weighted CE), focal or soft_ce (label distributions)."},
+    )
+    attribute_loss: str = field(default="ccc", metadata={"help": "Attribute loss: ccc (sum of w_d * (1 - CCC_d)) or mse."})
+    focal_gamma: float = field(default=2.0, metadata={"help": "Focal loss focusing parameter gamma (0 = cross-entropy)."})
+    class_weighting: str = field(
+        default="none",
+        metadata={
+            "help": "Per-class weights from the training split: none, inverse (N/(K*n_c), the IS2025 baseline), "
+            "sqrt_inverse or effective_number. Used by weighted_ce (inverse if none) and as focal alpha."
+        },
+    )
+    label_smoothing_factor_ce: float = field(default=0.0, metadata={"help": "Label smoothing for ce/weighted_ce."})
+    sampler: str = field(
+        default="none",
+        metadata={
+            "help": "Training batch sampler: none (shuffle), up (every class oversampled to the largest), "
+            "down (every class cut to the smallest, new subset each epoch) or weighted (random with replacement, "
+            "inverse class frequency)."
+        },
+    )
+    group_by_length: bool = field(
+        default=False,
+        metadata={"help": "Batch utterances of similar duration together (within shuffled mega-batches) to cut padding."},
+    )
+    attribute_loss_weights: list[float] | None = field(
+        default=None, metadata={"help": "Weights of arousal, valence, dominance in the attribute loss (default equal)."}
+    )
+    categorical_loss_weight: float = field(default=1.0, metadata={"help": "Multi-task weight of the categorical loss."})
+    attribute_loss_weight: float = field(default=1.0, metadata={"help": "Multi-task weight of the attribute loss."})
+    backbone_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the pretrained encoder (default: learning_rate)."}
+    )
+    pooling_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of pooling and layer weights (default: head_learning_rate)."}
+    )
+    head_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the emotion heads (default: learning_rate)."}
+    )
+    max_audio_seconds: float = field(
+        default=12.0, metadata={"help": "Training crop length in seconds (random crop; 12 s in the IS2025 baseline)."}
+    )
+    max_eval_audio_seconds: float | None = field(
+        default=None, metadata={"help": "Evaluation crop length (from the start; default: max_audio_seconds)."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the collator needs the manifest's audio/label columns."}
+    )
+
+    def __post_init__(self):
+        self.loss = _to_enum(CategoricalLoss, self.loss, "loss").value
+        self.attribute_loss = _to_enum(AttributeLoss, self.attribute_loss, "attribute_loss").value
+        self.class_weighting = _to_enum(ClassWeighting, self.class_weighting, "class_weighting").value
+        self.sampler = _to_enum(SamplerName, self.sampler, "sampler").value
+        if self.focal_gamma < 0:
+            raise ValueError(f"focal_gamma must be >= 0, got {self.focal_gamma}")
+        if self.attribute_loss_weights is not None and any(w < 0 for w in self.attribute_loss_weights):
+            raise ValueError(f"attribute_loss_weights must be non-negative, got {self.attribute_loss_weights}")
+        if self.max_audio_seconds <= 0:
+            raise ValueError(f"max_audio_seconds must be positive, got {self.max_audio_seconds}")
+        super().__post_init__()
