@@ -78,12 +78,14 @@ class SpeechCollator:
     max_seconds: float | None = 12.0
     random_crop: bool = False
     seed: int = 0
+    train_max_seconds: float | None = None  # training crop when different from the eval one
     _rng: np.random.Generator | None = field(default=None, repr=False)
 
     def train_mode(self, seed: int | None = None) -> "SpeechCollator":
         """A copy that crops at random (for the training dataloader)."""
         clone = copy.copy(self)
         clone.random_crop = True
+        clone.max_seconds = self.train_max_seconds or self.max_seconds
         clone.seed = self.seed if seed is None else seed
         clone._rng = None
         return clone

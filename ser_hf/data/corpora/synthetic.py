@@ -120,7 +120,7 @@ VOWEL_FORMANTS = np.array(
 FORMANT_BANDWIDTHS = np.array([80.0, 100.0, 140.0])
 GENDER_F0_HZ = {"Female": 205.0, "Male": 115.0}
 GENDER_FORMANT_SCALE = {"Female": 1.15, "Male": 1.0}
-REFERENCE_LEVEL_DB = -30.0  # active-speech RMS (dBFS) at mid arousal/dominance
+REFERENCE_LEVEL_DB = -32.0  # active-speech RMS (dBFS) at mid arousal/dominance
 NOISE_FLOOR_DB = -66.0
 
 _PARAM_NAMES = ("num_utterances", "num_speakers", "sampling_rate", "seed")

@@ -1,0 +1,65 @@
+"""Data and model arguments of the `ser-hf` commands (the training ones are `SERTrainingArguments`).
+
+A recipe YAML is flat: every key belongs to one of `DataArguments`, `ModelArguments` or
+`SERTrainingArguments`, and any key can be overridden on the command line (``--learning_rate 1e-4``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataArguments:
+    """Which corpus to read and how to use its splits."""
+
+    corpus: str = field(
+        default="synthetic",
+        metadata={"help": "Corpus loader: msp_podcast, emodb, ravdess, manifest (CSV/JSONL) or synthetic."},
+    )
+    data_path: str | None = field(
+        default=None, metadata={"help": "Corpus root folder, or the manifest file for corpus=manifest."}
+    )
+    corpus_options: dict | None = field(
+        default=None, metadata={"help": "Extra keyword arguments of the corpus loader (YAML mapping)."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Training split; join several with '+' (train+dev)."})
+    eval_split: str | None = field(default="dev", metadata={"help": "Split for evaluation during training (none: skip)."})
+    test_split: str | None = field(default="test", metadata={"help": "Split evaluated after training (none: skip)."})
+    labels: list[str] | None = field(
+        default=None, metadata={"help": "Class codes to model (default: the corpus's classes)."}
+    )
+    on_invalid_rows: str = field(
+        default="error",
+        metadata={"help": "Bad manifest rows: 'error' stops before training and lists them all; 'drop' removes and logs them."},
+    )
+    validate_audio: bool = field(default=True, metadata={"help": "Open every audio file during validation."})
+    text_column: str = field(default="transcript", metadata={"help": "Column the text model reads."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows (debugging)."})
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train: a pretrained encoder by name, a saved SER checkpoint, or a config built in code."""
+
+    modality: str = field(default="speech", metadata={"help": "speech or text."})
+    task: str = field(default="categorical", metadata={"help": "categorical, attributes or multitask."})
+    backbone: str | None = field(
+        default=None,
+        metadata={"help": "Pretrained encoder name or path (e.g. microsoft/wavlm-large, roberta-large)."},
+    )
+    backbone_config: dict | None = field(
+        default=None,
+        metadata={"help": "Encoder config as a mapping with model_type (YAML): a randomly initialised encoder."},
+    )
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A saved ser-hf checkpoint to continue from (overrides backbone)."}
+    )
+    tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer name or path for text models (default: backbone)."})
+    pooling: str | None = field(default=None, metadata={"help": "attentive_stats (speech default) or mean (text default)."})
+    layer_weighting: str = field(default="last", metadata={"help": "last or weighted_sum of all encoder layers."})
+    activation: str = field(default="mish", metadata={"help": "Head activation: relu, gelu, mish, silu, tanh, leaky_relu, elu."})
+    head_hidden_size: int = field(default=256, metadata={"help": "Hidden width of the emotion head."})
+    head_dropout: float = field(default=0.1, metadata={"help": "Dropout in the emotion head."})
+    freeze_feature_encoder: bool = field(default=True, metadata={"help": "Keep the CNN feature encoder frozen."})
+    max_text_length: int = field(default=128, metadata={"help": "Tokens per transcript for text models."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub (off by default)."})

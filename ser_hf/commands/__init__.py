@@ -1,0 +1,1 @@
+"""`ser-hf` subcommands, one module each with `main(argv) -> int`."""

@@ -1,0 +1,268 @@
+"""From arguments to a trained, evaluated model: the steps `ser-hf train` and `ser-hf evaluate` share.
+
+Kept as plain functions so Python users, recipes and the ablation runner call the same code as the CLI.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import datasets
+
+from ser_hf.arguments import DataArguments, ModelArguments
+from ser_hf.configuration import SERSpeechConfig, SERTextConfig
+from ser_hf.data.collators import SERTargets, SpeechCollator, TextCollator
+from ser_hf.data.corpora import get_corpus_spec, load_corpus
+from ser_hf.io import write_json_atomic
+from ser_hf.training_args import SERTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def load_data(data_args: DataArguments) -> datasets.DatasetDict:
+    """The corpus as a DatasetDict in the ser-hf schema."""
+    return load_corpus(data_args.corpus, data_args.data_path, **(data_args.corpus_options or {}))
+
+
+def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dataset | None:
+    """A split by name; ``a+b`` concatenates splits; ``None``/``"none"`` gives None."""
+    if name is None or name.lower() == "none":
+        return None
+    parts = []
+    for part in name.split("+"):
+        if part not in corpus:
+            raise ValueError(f"split {part!r} not in corpus (has {list(corpus)})")
+        parts.append(corpus[part])
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+def corpus_labels(data_args: DataArguments) -> tuple[list[str] | None, dict | None, tuple[float, float] | None]:
+    """(class codes, readable names, attribute range) for the configured corpus."""
+    spec = get_corpus_spec(data_args.corpus)
+    labels = list(data_args.labels) if data_args.labels else (list(spec.labels) if spec.labels else None)
+    return labels, spec.label_names, spec.attribute_range
+
+
+def check_data(
+    corpus: datasets.DatasetDict,
+    data_args: DataArguments,
+    *,
+    labels: list[str] | None,
+    attribute_range,
+    task: str,
+    check_audio: bool,
+) -> datasets.DatasetDict:
+    """Validate every row before any training step; stop with all problems, or drop them if asked."""
+    from ser_hf.data.validation import drop_bad_rows, validate_dataset
+
+    needs_labels = task in ("categorical", "multitask")
+    report = validate_dataset(
+        corpus,
+        labels=labels,
+        attribute_range=attribute_range,
+        require_label=False,
+        require_attributes=task in ("attributes", "multitask") and not needs_labels,
+        check_audio=check_audio,
+    )
+    if data_args.on_invalid_rows == "drop":
+        return drop_bad_rows(corpus, report)
+    if data_args.on_invalid_rows != "error":
+        raise ValueError(f"on_invalid_rows must be 'error' or 'drop', got {data_args.on_invalid_rows!r}")
+    report.raise_if_errors()
+    return corpus
+
+
+def drop_unusable_rows(dataset: datasets.Dataset, task: str) -> datasets.Dataset:
+    """Rows with no target for the task (e.g. MSP-Podcast's O/X rows for the categorical task).
+
+    They are removed on purpose and counted in the log; multi-task keeps rows with either target.
+    """
+    if task == "categorical":
+        keep = [label is not None for label in dataset["label"]]
+    elif task == "attributes":
+        columns = [dataset[name] for name in ("arousal", "valence", "dominance")]
+        keep = [any(v is not None for v in values) for values in zip(*columns)]
+    else:
+        columns = [dataset[name] for name in ("label", "arousal", "valence", "dominance")]
+        keep = [any(v is not None for v in values) for values in zip(*columns)]
+    dropped = len(keep) - sum(keep)
+    if dropped:
+        logger.info("%d of %d rows have no %s target and are not used", dropped, len(keep), task)
+        dataset = dataset.select([i for i, k in enumerate(keep) if k])
+    return dataset
+
+
+# ---------------------------------------------------------------------------------------------- model
+def build_model(model_args: ModelArguments, *, labels, label_names, attribute_range, max_audio_seconds: float = 12.0):
+    """Model and its processing class (feature extractor or tokenizer) from the model arguments."""
+    from ser_hf.modeling import SERModelForSpeech, SERModelForText, build_feature_extractor
+
+    speech = model_args.modality == "speech"
+    if model_args.modality not in ("speech", "text"):
+        raise ValueError(f"modality must be speech or text, got {model_args.modality!r}")
+    model_class = SERModelForSpeech if speech else SERModelForText
+    if model_args.model_name_or_path:
+        model = model_class.from_pretrained(model_args.model_name_or_path)
+        processor = _load_processor(model_args.model_name_or_path, speech, model_args.trust_remote_code)
+        return model, processor
+    common: dict[str, Any] = dict(
+        task=model_args.task,
+        labels=labels if model_args.task != "attributes" else None,
+        label_names=label_names,
+        pooling=model_args.pooling,
+        layer_weighting=model_args.layer_weighting,
+        activation=model_args.activation,
+        head_hidden_size=model_args.head_hidden_size,
+        head_dropout=model_args.head_dropout,
+    )
+    if attribute_range is not None:
+        common["attribute_range"] = attribute_range
+    if speech:
+        common.update(freeze_feature_encoder=model_args.freeze_feature_encoder, max_audio_seconds=max_audio_seconds)
+    else:
+        common.update(max_length=model_args.max_text_length)
+    config_class = SERSpeechConfig if speech else SERTextConfig
+    if model_args.backbone_config is not None:
+        model = model_class(config_class(backbone_config=model_args.backbone_config, **common))
+        pretrained_path = None
+    elif model_args.backbone:
+        model = model_class.from_backbone(model_args.backbone, **common)
+        pretrained_path = model_args.backbone
+    else:
+        raise ValueError("set one of backbone (pretrained encoder), backbone_config (random init) or model_name_or_path")
+    if speech:
+        processor = build_feature_extractor(model.config, pretrained_path)
+    else:
+        processor = _load_tokenizer(model_args.tokenizer or model_args.backbone, model_args.trust_remote_code)
+    return model, processor
+
+
+def _load_tokenizer(name_or_path: str | None, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    if not name_or_path:
+        raise ValueError("a text model needs `tokenizer` (or a pretrained `backbone` to take it from)")
+    return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+
+
+def _load_processor(path: str, speech: bool, trust_remote_code: bool):
+    if speech:
+        from transformers import AutoFeatureExtractor
+
+        return AutoFeatureExtractor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return _load_tokenizer(path, trust_remote_code)
+
+
+def build_collator(model, processor, *, max_seconds: float | None, seed: int = 0, text_column: str = "transcript"):
+    """The collator matching a model's modality (eval mode; the trainer derives the training one)."""
+    targets = SERTargets.for_config(model.config)
+    if isinstance(model.config, SERSpeechConfig):
+        return SpeechCollator(
+            processor, targets, sampling_rate=model.config.sampling_rate, max_seconds=max_seconds, seed=seed
+        )
+    return TextCollator(processor, targets, max_length=model.config.max_length, text_column=text_column)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def train(data_args: DataArguments, model_args: ModelArguments, training_args: SERTrainingArguments) -> dict[str, Any]:
+    """Validate data, build the model, train with `SERTrainer`, evaluate on the test split, save.
+
+    Returns the test metrics (also written to ``<output_dir>/test_metrics.json``).
+    """
+    from ser_hf.trainer import SERTrainer
+
+    labels, label_names, attribute_range = corpus_labels(data_args)
+    corpus = load_data(data_args)
+    corpus = check_data(
+        corpus,
+        data_args,
+        labels=labels if model_args.task != "attributes" else None,
+        attribute_range=attribute_range,
+        task=model_args.task,
+        check_audio=data_args.validate_audio and model_args.modality == "speech",
+    )
+    train_set = drop_unusable_rows(select_split(corpus, data_args.train_split), model_args.task)
+    if data_args.max_train_samples:
+        train_set = train_set.select(range(min(data_args.max_train_samples, len(train_set))))
+    eval_set = select_split(corpus, data_args.eval_split)
+    eval_set = drop_unusable_rows(eval_set, model_args.task) if eval_set is not None else None
+    test_set = select_split(corpus, data_args.test_split)
+    test_set = drop_unusable_rows(test_set, model_args.task) if test_set is not None else None
+
+    model, processor = build_model(
+        model_args,
+        labels=labels,
+        label_names=label_names,
+        attribute_range=attribute_range,
+        max_audio_seconds=training_args.max_audio_seconds,
+    )
+    eval_seconds = training_args.max_eval_audio_seconds or training_args.max_audio_seconds
+    collator = build_collator(
+        model, processor, max_seconds=eval_seconds, seed=training_args.seed, text_column=data_args.text_column
+    )
+    if isinstance(collator, SpeechCollator):
+        collator.train_max_seconds = training_args.max_audio_seconds
+    if eval_set is None and training_args.eval_strategy != "no":
+        raise ValueError("eval_strategy needs an eval_split")
+    trainer = SERTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collator,
+        processing_class=processor,
+    )
+    trainer.train()
+    trainer.save_model(training_args.output_dir)
+    results: dict[str, Any] = {}
+    if test_set is not None:
+        metrics = trainer.evaluate(test_set, metric_key_prefix="test")
+        results = {k.removeprefix("test_"): v for k, v in metrics.items()}
+        if trainer.is_world_process_zero():
+            write_json_atomic(os.path.join(training_args.output_dir, "test_metrics.json"), results)
+    return results
+
+
+def evaluate_checkpoint(
+    model_dir: str,
+    data_args: DataArguments,
+    *,
+    split: str = "test",
+    batch_size: int = 16,
+    max_seconds: float | None = None,
+    output_dir: str | None = None,
+) -> dict[str, Any]:
+    """Metrics of a saved checkpoint on one split, over the whole split (also under accelerate launch)."""
+    import tempfile
+
+    from transformers import AutoConfig
+
+    from ser_hf.trainer import SERTrainer
+
+    config = AutoConfig.from_pretrained(model_dir)
+    model_args = ModelArguments(modality="speech" if isinstance(config, SERSpeechConfig) else "text", model_name_or_path=model_dir)
+    model, processor = build_model(model_args, labels=None, label_names=None, attribute_range=None)
+    corpus = load_data(data_args)
+    dataset = drop_unusable_rows(select_split(corpus, split), model.config.task)
+    seconds = max_seconds or getattr(model.config, "max_audio_seconds", None)
+    collator = build_collator(model, processor, max_seconds=seconds, text_column=data_args.text_column)
+    args = SERTrainingArguments(
+        output_dir=output_dir or tempfile.mkdtemp(prefix="ser-hf-eval-"),
+        per_device_eval_batch_size=batch_size,
+        report_to=[],
+        disable_tqdm=False,
+    )
+    trainer = SERTrainer(model=model, args=args, data_collator=collator, processing_class=processor)
+    metrics = trainer.evaluate(dataset, metric_key_prefix="eval")
+    results = {k.removeprefix("eval_"): v for k, v in metrics.items()}
+    results["num_examples"] = len(dataset)
+    if output_dir and trainer.is_world_process_zero():
+        write_json_atomic(os.path.join(output_dir, "metrics.json"), results)
+    return results
+
+
+def dump_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=str)
