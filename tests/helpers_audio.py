@@ -1,4 +1,5 @@
 """Tiny audio fixtures written with soundfile, and the EmoDB location rule shared by tests."""
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def tone(seconds: float = 0.25, sampling_rate: int = 16000, freq: float = 220.0, amplitude: float = 0.5) -> np.ndarray:
-    t = np.arange(int(round(seconds * sampling_rate))) / sampling_rate
+    t = np.arange(round(seconds * sampling_rate)) / sampling_rate
     return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-def write_wav(path, wave: np.ndarray, sampling_rate: int = 16000, subtype: str = "PCM_16", format: str | None = None) -> str:
+def write_wav(
+    path, wave: np.ndarray, sampling_rate: int = 16000, subtype: str = "PCM_16", format: str | None = None
+) -> str:
     """Write ``wave`` ((time,) or (time, channels)) and return the path as a string."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from helpers_audio import tone, write_empty, write_random_bytes, write_tone, write_truncated_flac, write_wav
+
 from ser_hf.data import audio
 from ser_hf.data.audio import AudioError, audio_info, crop, duration_seconds, load_audio, probe_audio
 

@@ -6,12 +6,12 @@ from collections import Counter
 import datasets
 import pytest
 import soundfile as sf
-
 from helpers_audio import emodb_root, write_tone
-from ser_hf.data import audio
-from ser_hf.data import corpora
+
+from ser_hf.data import audio, corpora
 from ser_hf.data.corpora import get_corpus_spec, load_corpus
-from ser_hf.data.corpora.emodb import LABELS as EMODB_LABELS, SENTENCES, load_emodb
+from ser_hf.data.corpora.emodb import LABELS as EMODB_LABELS
+from ser_hf.data.corpora.emodb import SENTENCES, load_emodb
 from ser_hf.data.corpora.manifest import load_manifest
 from ser_hf.data.corpora.msp_podcast import class_labels, load_msp_podcast
 from ser_hf.data.corpora.ravdess import load_ravdess
@@ -145,7 +145,9 @@ def test_ravdess_layout(ravdess_root, no_decoding):
     rows = {row["id"]: row for ds in dd.values() for row in ds}
     assert len(rows) == 2 * len(RAVDESS_ACTORS)  # speech only by default
     angry = rows["03-01-05-01-02-01-01"]
-    assert angry["label"] == "angry" and angry["gender"] == "M" and angry["transcript"] == "Dogs are sitting by the door"
+    assert (
+        angry["label"] == "angry" and angry["gender"] == "M" and angry["transcript"] == "Dogs are sitting by the door"
+    )
     neutral = rows["03-01-01-01-01-02-02"]
     assert neutral["label"] == "neutral" and neutral["gender"] == "F" and neutral["transcript"].startswith("Kids")
     assert angry["audio"].endswith("Actor_01/03-01-05-01-02-01-01.wav")
@@ -268,7 +270,9 @@ def _speaker_rows(n_male=5, n_female=5, per_speaker=3):
     for i in range(n_male + n_female):
         for j in range(per_speaker):
             gender = "M" if i < n_male else "F"
-            rows.append({"id": f"s{i}_{j}", "audio": f"/x/{i}_{j}.wav", "speaker": f"s{i}", "gender": gender, "split": "?"})
+            rows.append(
+                {"id": f"s{i}_{j}", "audio": f"/x/{i}_{j}.wav", "speaker": f"s{i}", "gender": gender, "split": "?"}
+            )
     return rows
 
 
@@ -301,7 +305,18 @@ def test_speaker_independent_split_errors():
 # --- EmoDB (real data) --------------------------------------------------------------------------
 
 EMODB_COUNTS = {"W": 127, "L": 81, "N": 79, "F": 71, "A": 69, "T": 62, "E": 46}
-EMODB_GENDER = {"03": "M", "08": "F", "09": "F", "10": "M", "11": "M", "12": "M", "13": "F", "14": "F", "15": "M", "16": "F"}
+EMODB_GENDER = {
+    "03": "M",
+    "08": "F",
+    "09": "F",
+    "10": "M",
+    "11": "M",
+    "12": "M",
+    "13": "F",
+    "14": "F",
+    "15": "M",
+    "16": "F",
+}
 
 
 def test_emodb_real_data(no_decoding):
@@ -340,4 +355,3 @@ def test_emodb_rejects_unexpected_files(tmp_path):
     (tmp_path / "wav" / "take2.wav").unlink()
     only = load_emodb(tmp_path, test_speakers=(), dev_speakers=())
     assert list(only) == ["train"] and only["train"][0]["label"] == "F"
-

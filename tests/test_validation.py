@@ -2,8 +2,8 @@ import logging
 
 import datasets
 import pytest
-
 from helpers_audio import write_empty, write_random_bytes, write_tone, write_truncated_flac
+
 from ser_hf.data.corpora.manifest import load_manifest
 from ser_hf.data.schema import rows_to_dataset, rows_to_dataset_dict
 from ser_hf.data.validation import DataValidationError, drop_bad_rows, validate_dataset

@@ -4,6 +4,7 @@
 or into a cheap header fact lives here so loaders, validation and collators agree on what
 "readable" means.
 """
+
 from __future__ import annotations
 
 import os
@@ -150,7 +151,9 @@ def load_audio(path, sampling_rate: int = 16000) -> np.ndarray:
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 
-def crop(wave: np.ndarray, max_samples: int | None, *, random: bool, rng: np.random.Generator | None = None) -> np.ndarray:
+def crop(
+    wave: np.ndarray, max_samples: int | None, *, random: bool, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Cut ``wave`` to ``max_samples``: a random window for training, the start of the file for eval.
 
     Shorter waves (and ``max_samples=None``) are returned unchanged. ``rng`` makes training crops

@@ -3,10 +3,11 @@
 Random utterance-level splits leak speaker identity into the test set and inflate scores, so
 every split here is decided per speaker.
 """
+
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import datasets
 import numpy as np
@@ -18,6 +19,7 @@ SPLIT_ORDER = ("train", "dev", "test")
 
 def order_splits(dataset_dict: datasets.DatasetDict) -> datasets.DatasetDict:
     """Put train, dev, test first (then any others by name) whatever order rows came in."""
+
     def rank(name: str):
         return (SPLIT_ORDER.index(name), "") if name in SPLIT_ORDER else (len(SPLIT_ORDER), name)
 

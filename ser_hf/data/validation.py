@@ -4,6 +4,7 @@ Finding one bad file per multi-hour run is the failure this prevents, so nothing
 first problem: each row collects all its reasons and the report lists them together. Audio is
 probed from the header plus a tiny read (``probe_audio``), never fully decoded.
 """
+
 from __future__ import annotations
 
 import logging

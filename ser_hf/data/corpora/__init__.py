@@ -5,12 +5,13 @@ decodes audio. Each corpus module exposes ``LABELS``, ``LABEL_NAMES`` and ``ATTR
 spec is read from there so the facts live in one place. "synthetic" is imported on first use so
 this package works whether or not that module is present.
 """
+
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Callable
 
 import datasets
 

@@ -4,6 +4,7 @@ Default protocol (speaker-independent, gender-balanced): test speakers 03 (M) an
 speakers 09 (F) and 10 (M), the other six (3 M, 3 F) train. Labels keep the corpus's German
 letter codes; ``LABEL_NAMES`` gives the English names. There are no dimensional ratings.
 """
+
 from __future__ import annotations
 
 import os

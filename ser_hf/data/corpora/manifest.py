@@ -8,6 +8,7 @@ the manifest is the id (unique by construction). Relative audio paths are resolv
 unless ``split=`` names the split for the whole file (it then overrides any column). Bad lines are
 collected and raised together.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,7 +16,7 @@ import json
 import logging
 import math
 import os
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import datasets
 
@@ -97,7 +98,9 @@ def _sources(keys, mapping: dict[str, str]) -> dict[str, str]:
         if target is None:
             continue
         if target in sources:
-            raise ValueError(f"columns {sources[target]!r} and {key!r} both provide {target!r}; drop one from the mapping")
+            raise ValueError(
+                f"columns {sources[target]!r} and {key!r} both provide {target!r}; drop one from the mapping"
+            )
         sources[target] = key
     return sources
 

@@ -5,12 +5,13 @@ Expected under ``root``: ``Labels/labels_consensus.csv``, ``Audios/<FileName>`` 
 A/V/D ratings but get ``label=None`` (pass ``exclude_classes=()`` to keep them as classes).
 Gender is normalised to "M"/"F"; "Unknown" speaker or gender becomes ``None``.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 from collections import Counter
-from typing import Mapping
+from collections.abc import Mapping
 
 import datasets
 
@@ -122,7 +123,9 @@ def load_msp_podcast(
     if not rows:
         raise ValueError(f"{csv_path}: no rows left after the split mapping {split_names}")
     if unlabelled:
-        logger.info("MSP-Podcast: %s rows kept with label=None (classes %s)", sum(unlabelled.values()), dict(unlabelled))
+        logger.info(
+            "MSP-Podcast: %s rows kept with label=None (classes %s)", sum(unlabelled.values()), dict(unlabelled)
+        )
     if left_out:
         logger.info("MSP-Podcast: left out by the split mapping: %s", dict(left_out))
     return order_splits(rows_to_dataset_dict(rows))

@@ -6,6 +6,7 @@ repetition, actor. Odd actors are male, even female. Defaults: audio-only (modal
 (speaker-independent, gender-balanced): test actors 21-24, dev actors 19-20, train actors 01-18.
 Labels are the English emotion names.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,0 +1,21 @@
+"""`ser-hf train --config recipe.yaml [--any_argument value ...]` (also under `accelerate launch`)."""
+from __future__ import annotations
+
+import logging
+
+from ser_hf.arguments import DataArguments, ModelArguments
+from ser_hf.config_parser import parse_config
+from ser_hf.training_args import SERTrainingArguments
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data_args, model_args, training_args = parse_config(
+        (DataArguments, ModelArguments, SERTrainingArguments), argv, prog="ser-hf train"
+    )
+    from ser_hf.experiment import dump_json, train
+
+    results = train(data_args, model_args, training_args)
+    if training_args.process_index == 0 and results:
+        print(dump_json({"test": results}))
+    return 0
