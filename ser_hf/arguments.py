@@ -35,6 +35,15 @@ class DataArguments:
     validate_audio: bool = field(default=True, metadata={"help": "Open every audio file during validation."})
     text_column: str = field(default="transcript", metadata={"help": "Column the text model reads."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows (debugging)."})
+    imbalance: str | None = field(
+        default=None,
+        metadata={
+            "help": "Make the training split imbalanced: 'CLASS:KEEP_FRACTION ...' (e.g. 'A:0.15 E:0.15') keeps "
+            "that fraction of each listed class; none: untouched. Test/dev splits are never subsampled "
+            "(see ser_hf.data.subsample)."
+        },
+    )
+    imbalance_seed: int = field(default=0, metadata={"help": "Seed of the imbalance subsampling (same subset for every training seed)."})
 
 
 @dataclass

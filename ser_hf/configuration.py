@@ -186,3 +186,10 @@ class SERTextConfig(SERBackboneConfig):
     def __init__(self, max_length: int = 128, **kwargs: Any):
         self.max_length = max_length
         super().__init__(**kwargs)
+
+    def _get_generation_parameters(self) -> dict[str, Any]:
+        # transformers 5 refuses to save a config with `max_length` (a generation setting elsewhere);
+        # here it is the tokenizer's truncation length.
+        parameters = super()._get_generation_parameters()
+        parameters.pop("max_length", None)
+        return parameters

@@ -185,6 +185,10 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
         check_audio=data_args.validate_audio and model_args.modality == "speech",
     )
     train_set = drop_unusable_rows(select_split(corpus, data_args.train_split), model_args.task)
+    if data_args.imbalance:
+        from ser_hf.data.subsample import apply_imbalance
+
+        train_set = apply_imbalance(train_set, data_args.imbalance, seed=data_args.imbalance_seed, labels=labels)
     if data_args.max_train_samples:
         train_set = train_set.select(range(min(data_args.max_train_samples, len(train_set))))
     eval_set = select_split(corpus, data_args.eval_split)
@@ -192,6 +196,10 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     test_set = select_split(corpus, data_args.test_split)
     test_set = drop_unusable_rows(test_set, model_args.task) if test_set is not None else None
 
+    # Seed before the model exists: the Trainer seeds only after, so otherwise every seed shares one init.
+    from transformers import set_seed
+
+    set_seed(training_args.seed)
     model, processor = build_model(
         model_args,
         labels=labels,
@@ -226,6 +234,50 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     return results
 
 
+def predict_split(
+    model_dir: str,
+    data_args: DataArguments,
+    *,
+    split: str = "test",
+    batch_size: int = 16,
+    max_seconds: float | None = None,
+):
+    """Predictions of a saved checkpoint for *every* row of a split, in row order.
+
+    Rows without targets are predicted too (an unlabelled challenge test set needs a submission);
+    the report leaves them out of the metrics. Runs through `Trainer.predict`, so under
+    ``accelerate launch`` every process gets all predictions, gathered without duplicates.
+    Returns ``(config, dataset, predictions, runtime metrics, is_main_process)``.
+    """
+    import dataclasses
+    import tempfile
+
+    from transformers import AutoConfig
+
+    from ser_hf.evaluation import Predictions, references_from_rows
+    from ser_hf.trainer import SERTrainer
+
+    config = AutoConfig.from_pretrained(model_dir)
+    model_args = ModelArguments(modality="speech" if isinstance(config, SERSpeechConfig) else "text", model_name_or_path=model_dir)
+    model, processor = build_model(model_args, labels=None, label_names=None, attribute_range=None)
+    dataset = select_split(load_data(data_args), split)
+    references_from_rows(dataset, model.config)  # an unknown class code fails before the long pass
+    seconds = max_seconds or getattr(model.config, "max_audio_seconds", None)
+    collator = build_collator(model, processor, max_seconds=seconds, text_column=data_args.text_column)
+    collator = dataclasses.replace(collator, targets=SERTargets())  # inputs only: nothing to compute a loss on
+    with tempfile.TemporaryDirectory(prefix="ser-hf-predict-") as scratch:
+        args = SERTrainingArguments(output_dir=scratch, per_device_eval_batch_size=batch_size, report_to=[])
+        trainer = SERTrainer(model=model, args=args, data_collator=collator, processing_class=processor)
+        output = trainer.predict(
+            dataset, ignore_keys=["attributes_normalized", "pooled_output", "hidden_states"], metric_key_prefix="predict"
+        )
+    predictions = Predictions.from_model_output(model.config, output.predictions)
+    if len(predictions) != len(dataset):
+        raise RuntimeError(f"got {len(predictions)} predictions for {len(dataset)} rows of split {split!r}")
+    runtime = {k.removeprefix("predict_"): v for k, v in output.metrics.items()}
+    return model.config, dataset, predictions, runtime, trainer.is_world_process_zero()
+
+
 def evaluate_checkpoint(
     model_dir: str,
     data_args: DataArguments,
@@ -234,33 +286,30 @@ def evaluate_checkpoint(
     batch_size: int = 16,
     max_seconds: float | None = None,
     output_dir: str | None = None,
+    report: bool = True,
+    bootstrap_resamples: int = 1000,
 ) -> dict[str, Any]:
-    """Metrics of a saved checkpoint on one split, over the whole split (also under accelerate launch)."""
-    import tempfile
+    """Metrics of a saved checkpoint on one split, over the whole split (also under accelerate launch).
 
-    from transformers import AutoConfig
+    With ``output_dir`` the main process writes ``metrics.json`` there, and with ``report`` the
+    whole evaluation report beside it (see `ser_hf.evaluation`). Top-level keys of the returned
+    dict are the trainer's metric names (``macro_f1``, ``uar``, ``ccc_mean``, ...).
+    """
+    from ser_hf.evaluation import FILES, compute_evaluation, write_evaluation_report
 
-    from ser_hf.trainer import SERTrainer
-
-    config = AutoConfig.from_pretrained(model_dir)
-    model_args = ModelArguments(modality="speech" if isinstance(config, SERSpeechConfig) else "text", model_name_or_path=model_dir)
-    model, processor = build_model(model_args, labels=None, label_names=None, attribute_range=None)
-    corpus = load_data(data_args)
-    dataset = drop_unusable_rows(select_split(corpus, split), model.config.task)
-    seconds = max_seconds or getattr(model.config, "max_audio_seconds", None)
-    collator = build_collator(model, processor, max_seconds=seconds, text_column=data_args.text_column)
-    args = SERTrainingArguments(
-        output_dir=output_dir or tempfile.mkdtemp(prefix="ser-hf-eval-"),
-        per_device_eval_batch_size=batch_size,
-        report_to=[],
-        disable_tqdm=False,
+    config, dataset, predictions, runtime, is_main = predict_split(
+        model_dir, data_args, split=split, batch_size=batch_size, max_seconds=max_seconds
     )
-    trainer = SERTrainer(model=model, args=args, data_collator=collator, processing_class=processor)
-    metrics = trainer.evaluate(dataset, metric_key_prefix="eval")
-    results = {k.removeprefix("eval_"): v for k, v in metrics.items()}
-    results["num_examples"] = len(dataset)
-    if output_dir and trainer.is_world_process_zero():
-        write_json_atomic(os.path.join(output_dir, "metrics.json"), results)
+    extra = {"model": model_dir, "corpus": data_args.corpus, "split": split, **runtime}
+    title = f"{data_args.corpus} {split}"
+    if output_dir and is_main and report:
+        return write_evaluation_report(
+            output_dir, predictions, dataset, config, title=title, extra_metrics=extra, n_resamples=bootstrap_resamples
+        )
+    results = compute_evaluation(predictions, dataset, config, n_resamples=bootstrap_resamples if is_main else 0)
+    results.update({k: v for k, v in extra.items() if k not in results})
+    if output_dir and is_main:
+        write_json_atomic(os.path.join(output_dir, FILES["metrics"]), results)
     return results
 
 

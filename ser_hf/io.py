@@ -43,3 +43,14 @@ def _jsonable(value: Any):
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
+
+
+def write_csv_atomic(path: str | os.PathLike, header: list[str] | tuple[str, ...], rows) -> None:
+    """A CSV with ``header`` and ``rows`` (iterables of cells, already formatted as wanted)."""
+    import csv
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)

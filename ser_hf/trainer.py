@@ -106,6 +106,9 @@ class SERTrainer(Trainer):
             raise ValueError("SERTrainer needs SERTrainingArguments")
         if not isinstance(args, SERTrainingArguments):
             raise TypeError(f"SERTrainer needs SERTrainingArguments, got {type(args).__name__}")
+        from ser_hf.finetuning import describe_trainable_parameters, prepare_model_for_training
+
+        model = prepare_model_for_training(model, args)  # policy / LoRA before the optimizer sees any parameter
         config = model.config
         if args.label_names is None:
             args.label_names = _label_names(config)
@@ -121,8 +124,7 @@ class SERTrainer(Trainer):
         self.class_counts = self._class_counts()
         self.categorical_loss, self.attribute_loss = self._build_losses()
         self.add_callback(_ReseedSamplerCallback(self))
-        trainable, total = count_parameters(self.model)
-        logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+        logger.info(describe_trainable_parameters(self.model))
 
     # ------------------------------------------------------------------ losses
     def _train_label_ids(self) -> np.ndarray | None:
@@ -254,6 +256,15 @@ class SERTrainer(Trainer):
             shard.num_processes = 1
             shard.process_index = 0
         return prepared
+
+    # ------------------------------------------------------------------ hub
+    def create_model_card(self, **kwargs) -> None:
+        """The ser-hf card (labels/attributes, strategies, results; see `ser_hf.hub`), which
+        `push_to_hub` uploads as README.md in place of the generic Trainer draft."""
+        if self.is_world_process_zero():
+            from ser_hf.hub import write_trainer_model_card
+
+            write_trainer_model_card(self, **kwargs)
 
     # ------------------------------------------------------------------ optimizer
     def create_optimizer(self, model=None):

@@ -33,6 +33,13 @@ class SamplerName(str, Enum):
     WEIGHTED = "weighted"
 
 
+class FinetuningPolicy(str, Enum):
+    FULL = "full"
+    FROZEN_BACKBONE = "frozen_backbone"
+    FREEZE_FEATURE_ENCODER = "freeze_feature_encoder"
+    FREEZE_BOTTOM_LAYERS = "freeze_bottom_layers"
+
+
 def _to_enum(enum_cls: type[Enum], value, field_name: str) -> Enum:
     try:
         return enum_cls(value.value if isinstance(value, Enum) else value)
@@ -105,6 +112,36 @@ class SERTrainingArguments(TrainingArguments):
     max_eval_audio_seconds: float | None = field(
         default=None, metadata={"help": "Evaluation crop length (from the start; default: max_audio_seconds)."}
     )
+    # Fine-tuning policy and LoRA (applied by SERTrainer through ser_hf.finetuning before the optimizer exists).
+    finetuning_policy: str | None = field(
+        default=None,
+        metadata={
+            "help": "Which encoder weights train: full; frozen_backbone (pooling and heads only, the paper's fusion "
+            "setting); freeze_feature_encoder (all but the CNN front end); freeze_bottom_layers (front end, embeddings "
+            "and the lowest `freeze_bottom_layers` transformer layers frozen). Default: the model as built (speech "
+            "models come with their CNN feature encoder frozen)."
+        },
+    )
+    freeze_bottom_layers: int = field(
+        default=0, metadata={"help": "Transformer layers kept frozen by finetuning_policy=freeze_bottom_layers."}
+    )
+    use_lora: bool = field(
+        default=False,
+        metadata={
+            "help": "Train LoRA adapters (peft) on a frozen encoder, with pooling and heads fully trained; "
+            "checkpoints then hold only the adapter, pooling and heads."
+        },
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Encoder module names (or name suffixes) that get adapters. Default per encoder family: "
+            "attention projections, except WavLM (feed-forward; see ser_hf.finetuning.DEFAULT_LORA_TARGETS)."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator needs the manifest's audio/label columns."}
     )
@@ -120,4 +157,27 @@ class SERTrainingArguments(TrainingArguments):
             raise ValueError(f"attribute_loss_weights must be non-negative, got {self.attribute_loss_weights}")
         if self.max_audio_seconds <= 0:
             raise ValueError(f"max_audio_seconds must be positive, got {self.max_audio_seconds}")
+        self._check_finetuning_fields()
         super().__post_init__()
+
+    def _check_finetuning_fields(self) -> None:
+        """Reject contradictory or silently ignored fine-tuning settings before anything is built."""
+        if self.finetuning_policy is not None:
+            self.finetuning_policy = _to_enum(FinetuningPolicy, self.finetuning_policy, "finetuning_policy").value
+        bottom = self.finetuning_policy == FinetuningPolicy.FREEZE_BOTTOM_LAYERS.value
+        if self.freeze_bottom_layers < 0 or (bottom and self.freeze_bottom_layers < 1):
+            raise ValueError(f"freeze_bottom_layers must be >= 1 with that policy, got {self.freeze_bottom_layers}")
+        if self.freeze_bottom_layers and not bottom:
+            raise ValueError("freeze_bottom_layers is only used with finetuning_policy=freeze_bottom_layers")
+        if self.use_lora and self.finetuning_policy not in (None, FinetuningPolicy.FROZEN_BACKBONE.value):
+            raise ValueError(
+                f"use_lora trains adapters on a frozen encoder; finetuning_policy={self.finetuning_policy!r} contradicts it "
+                "(leave it unset)"
+            )
+        if not self.use_lora and self.lora_target_modules is not None:
+            raise ValueError("lora_target_modules is set but use_lora is False")
+        if self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ValueError(
+                f"LoRA needs lora_r >= 1, lora_alpha > 0 and 0 <= lora_dropout < 1; got r={self.lora_r}, "
+                f"alpha={self.lora_alpha}, dropout={self.lora_dropout}"
+            )

@@ -1,4 +1,9 @@
-"""`ser-hf evaluate --model DIR --corpus NAME --data_path PATH [--split test] [--output_dir DIR]`."""
+"""`ser-hf evaluate --model DIR --corpus NAME --data_path PATH [--split test] [--output_dir DIR]`.
+
+With ``--output_dir`` the evaluation report is written there (metrics.json, per-class table,
+confusion matrix, attribute scatters, per-gender/per-speaker metrics, bootstrap intervals,
+predictions and challenge submission CSVs; see `ser_hf.evaluation`).
+"""
 from __future__ import annotations
 
 import logging
@@ -15,11 +20,26 @@ class EvaluateArguments:
     output_dir: str | None = field(default=None, metadata={"help": "Where metrics.json (and the report) go."})
     batch_size: int = field(default=16, metadata={"help": "Evaluation batch size per device."})
     max_seconds: float | None = field(default=None, metadata={"help": "Crop length (default: the model's)."})
+    report: bool = field(default=True, metadata={"help": "Write the full report beside metrics.json (needs output_dir)."})
+    bootstrap_resamples: int = field(
+        default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals (0: no intervals)."}
+    )
+
+
+def summary(results: dict) -> dict:
+    """The scalar metrics of a report and their intervals (what the console shows; the files hold the rest)."""
+    shown = {key: value for key, value in results.items() if isinstance(value, (int, float, str)) and key != "task"}
+    for key, interval in results.get("confidence_intervals", {}).items():
+        if isinstance(interval, dict):
+            shown[f"{key}_ci{round(100 * results['confidence_intervals']['level'])}"] = [interval["low"], interval["high"]]
+    return shown
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     eval_args, data_args = parse_config((EvaluateArguments, DataArguments), argv, prog="ser-hf evaluate")
+    if eval_args.bootstrap_resamples < 0:
+        raise ValueError(f"bootstrap_resamples must be >= 0, got {eval_args.bootstrap_resamples}")
     from ser_hf.experiment import dump_json, evaluate_checkpoint
 
     results = evaluate_checkpoint(
@@ -29,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=eval_args.batch_size,
         max_seconds=eval_args.max_seconds,
         output_dir=eval_args.output_dir,
+        report=eval_args.report,
+        bootstrap_resamples=eval_args.bootstrap_resamples,
     )
-    print(dump_json(results))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(dump_json(summary(results)))
     return 0

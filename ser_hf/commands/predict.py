@@ -1,0 +1,63 @@
+"""`ser-hf predict MODEL PATH... [--output_dir DIR] [--window_seconds S] [--hop_seconds S] ...`.
+
+Positional paths (files and folders) do not fit the YAML/dataclass parser of the training commands,
+so this command uses argparse; every option maps to an argument of `ser_hf.inference.predict`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ser-hf predict",
+        description="Predict emotions for audio files or folders (long recordings in overlapping windows). "
+        "Writes windows.csv, files.csv, predictions.json and timeline plots to --output_dir.",
+    )
+    parser.add_argument("model", help="Saved ser-hf checkpoint folder (speech or text model).")
+    parser.add_argument("paths", nargs="+", help="Audio files or folders (searched recursively for wav/flac/ogg/mp3).")
+    parser.add_argument("--output_dir", default="predictions", help="Where results go (default: ./predictions).")
+    parser.add_argument("--window_seconds", type=float, default=None, help="Window length (default: the model's crop length).")
+    parser.add_argument("--hop_seconds", type=float, default=None, help="Step between windows (default: half a window).")
+    parser.add_argument("--batch_size", type=int, default=8, help="Windows per forward pass.")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
+    parser.add_argument("--transcripts", default=None, help="Text models: CSV/JSON of id -> transcript.")
+    parser.add_argument("--asr_model", default=None, help="Text models: ASR model to transcribe each window.")
+    parser.add_argument("--no_timeline", action="store_true", help="Do not draw timeline plots for long files.")
+    parser.add_argument(
+        "--on_error", choices=("raise", "skip"), default="raise",
+        help="Unreadable files: stop (raise), or report them in predictions.json, continue, and exit with status 1 (skip).",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from ser_hf.inference import predict
+
+    results = predict(
+        args.model,
+        args.paths,
+        window_seconds=args.window_seconds,
+        hop_seconds=args.hop_seconds,
+        batch_size=args.batch_size,
+        device=args.device,
+        transcripts=args.transcripts,
+        asr_model=args.asr_model,
+        output_dir=args.output_dir,
+        timeline=not args.no_timeline,
+        on_error=args.on_error,
+    )
+    for row in results.files:
+        summary = [f"{row['duration']:.1f}s", f"{row['num_windows']} window(s)"]
+        if "label" in row:
+            summary.append(f"{row['label']} ({row['probabilities'][row['label']]:.2f})")
+        summary += [f"{name}={value:.2f}" for name, value in row.get("attributes", {}).items()]
+        print(f"{row['file']}: " + ", ".join(summary))
+    for error in results.errors:
+        print(f"skipped {error['error']}", file=sys.stderr)
+    print(f"results in {args.output_dir}")
+    return 1 if results.errors else 0

@@ -1,0 +1,364 @@
+"""Cached utterance features: run a fine-tuned SER model once, keep its pooled vectors on disk.
+
+Why: the paper's fusion trains only a small head on the concatenation of a fine-tuned speech
+model's and a fine-tuned text model's pooled vectors (the vector each model's own head reads).
+Computing those vectors once turns fusion training into seconds of work on a table of numbers.
+
+`extract_features` writes a `datasets.Dataset` (``save_to_disk``) with the columns of
+`FEATURE_COLUMNS`: ``features`` is the model's ``pooled_output`` (float32), the other columns are
+copied from the manifest. It is
+
+* **exact**: eval mode, no gradient; the vectors equal ``model.pool(**batch)`` of that utterance;
+* **uncropped**: audio is used whole unless ``crop_seconds`` is given. Whisper is the exception:
+  its encoder has a fixed input window (``max_audio_seconds`` of the SER config, at most 30 s), so
+  the feature extractor truncates longer audio to that window whatever ``crop_seconds`` says;
+* **resumable**: rows are processed in shards of ``shard_size`` rows, each saved to
+  ``<output_dir>.parts/`` when finished; a rerun skips finished shards (if the model and the data
+  are unchanged), then the shards are concatenated and the result is renamed into place;
+* **distributed**: under ``accelerate launch`` each process computes a disjoint set of shards and
+  the main process merges them (every row exactly once, in the input order).
+
+Padding does not change a vector for WavLM, wav2vec2, HuBERT (masked convolutions, attention and
+pooling) or text encoders (masked attention and pooling). data2vec-audio's convolutional
+positional encoder sees the padded frames, and Whisper attends over its whole zero-padded window,
+so for those two a vector can differ slightly with the batch; use ``batch_size=1`` where that matters.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+from ser_hf.data.collators import SERTargets
+from ser_hf.data.schema import FEATURES as MANIFEST_FEATURES
+
+logger = logging.getLogger(__name__)
+
+COPIED_COLUMNS = ("label", "arousal", "valence", "dominance", "speaker", "gender", "split")
+FEATURE_COLUMNS = ("id", "features", *COPIED_COLUMNS)
+METADATA_FILE = "ser_hf_features.json"
+_PARTS_META = "extraction.json"
+
+
+def feature_schema() -> datasets.Features:
+    """Columns of a cached feature dataset: the manifest's metadata plus a float32 vector."""
+    schema = {"id": datasets.Value("string"), "features": datasets.List(datasets.Value("float32"))}
+    schema.update({name: MANIFEST_FEATURES[name] for name in COPIED_COLUMNS})
+    return datasets.Features(schema)
+
+
+# ---------------------------------------------------------------------------------------- collator
+@dataclass
+class FeatureCollator:
+    """Rows of a feature dataset -> ``{"features": B x D float32, labels/attribute_labels}``.
+
+    ``targets`` says which labels the model needs (``SERTargets.for_config(model.config)``).
+    """
+
+    targets: SERTargets = field(default_factory=SERTargets)
+    feature_column: str = "features"
+
+    def train_mode(self, seed: int | None = None) -> "FeatureCollator":
+        """Features need no random crop; training and evaluation batches are built alike."""
+        return self
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        width = len(rows[0][self.feature_column])
+        for row in rows:
+            if len(row[self.feature_column]) != width:
+                raise ValueError(
+                    f"row {row.get('id')!r}: {self.feature_column} has {len(row[self.feature_column])} values, "
+                    f"row {rows[0].get('id')!r} has {width}"
+                )
+        batch = {"features": torch.tensor(np.asarray([row[self.feature_column] for row in rows], dtype=np.float32))}
+        batch.update(self.targets(rows))
+        return batch
+
+
+# ---------------------------------------------------------------------------------------- extraction
+def _model_fingerprint(model: torch.nn.Module) -> str:
+    """Hash of config and weights: resuming with a retrained model must not reuse old shards."""
+    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _dataset_fingerprint(dataset: datasets.Dataset, input_column: str) -> str:
+    digest = hashlib.sha256()
+    for column in ("id", input_column):
+        digest.update(json.dumps(dataset[column]).encode())
+    return digest.hexdigest()
+
+
+def _input_column(model, text_column: str) -> str:
+    from ser_hf.configuration import SERSpeechConfig, SERTextConfig
+
+    if isinstance(model.config, SERSpeechConfig):
+        return "audio"
+    if isinstance(model.config, SERTextConfig):
+        return text_column
+    raise TypeError(f"extract_features needs a ser-hf speech or text model, got {type(model).__name__}")
+
+
+def _check_rows(dataset: datasets.Dataset, input_column: str) -> None:
+    missing = [c for c in ("id", input_column) if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"dataset has no column(s) {missing} (columns: {dataset.column_names})")
+    ids = dataset["id"]
+    seen: set[str] = set()
+    duplicates = sorted({i for i in ids if i in seen or seen.add(i)})
+    if duplicates:
+        raise ValueError(f"ids must be unique to cache features by id; duplicated: {duplicates[:10]}")
+    empty = [row_id for row_id, value in zip(ids, dataset[input_column]) if value is None or value == ""]
+    if empty:
+        raise ValueError(f"{len(empty)} rows have no {input_column!r} (first: {empty[:10]})")
+
+
+def _save_dataset_atomically(dataset: datasets.Dataset, path: str, metadata: dict | None = None) -> None:
+    """save_to_disk into a sibling temp folder, then rename it over ``path``."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    try:
+        dataset.save_to_disk(tmp)
+        if metadata is not None:
+            from ser_hf.io import write_json_atomic
+
+            write_json_atomic(os.path.join(tmp, METADATA_FILE), metadata)
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
+            os.replace(path, os.path.join(old, "data"))
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_feature_metadata(path: str) -> dict:
+    """What `extract_features` recorded about a cached feature dataset (model, task, labels, sizes)."""
+    meta_path = os.path.join(path, METADATA_FILE)
+    if not os.path.isfile(meta_path):
+        raise FileNotFoundError(f"{path} is not a ser-hf feature dataset (no {METADATA_FILE}); run `ser-hf extract`")
+    with open(meta_path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def load_features(path: str) -> datasets.Dataset:
+    """A cached feature dataset written by `extract_features`."""
+    read_feature_metadata(path)
+    return datasets.load_from_disk(path)
+
+
+def _shard_rows(shard: datasets.Dataset, pooled: np.ndarray) -> dict[str, list]:
+    columns: dict[str, list] = {"id": shard["id"], "features": list(pooled)}
+    for name in COPIED_COLUMNS:
+        columns[name] = shard[name] if name in shard.column_names else [None] * len(shard)
+    return columns
+
+
+@torch.inference_mode()
+def _pool_shard(model, collator, shard: datasets.Dataset, batch_size: int, num_workers: int, device, bar) -> np.ndarray:
+    loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, collate_fn=collator, num_workers=num_workers)
+    vectors = []
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        vectors.append(model(**batch).pooled_output.float().cpu().numpy())
+        bar.update(len(vectors[-1]))
+    return np.concatenate(vectors, axis=0)
+
+
+def extract_features(
+    model,
+    processor,
+    dataset: datasets.Dataset,
+    *,
+    output_dir: str,
+    batch_size: int = 16,
+    crop_seconds: float | None = None,
+    resume: bool = True,
+    shard_size: int = 1024,
+    text_column: str = "transcript",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> datasets.Dataset:
+    """Pooled features of every row of a manifest ``dataset`` -> a Dataset saved at ``output_dir``.
+
+    ``model`` is a fine-tuned `SERModelForSpeech` or `SERModelForText`, ``processor`` its feature
+    extractor or tokenizer. Returns the saved dataset (columns `FEATURE_COLUMNS`, input row order).
+    With ``resume`` an up-to-date result or finished shards are reused; without it everything is
+    recomputed. See the module docstring for cropping, sharding and distributed runs.
+    """
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    from ser_hf.experiment import build_collator
+    from ser_hf.io import write_json_atomic
+
+    if batch_size < 1 or shard_size < 1:
+        raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}")
+    input_column = _input_column(model, text_column)
+    _check_rows(dataset, input_column)
+    state = PartialState()
+    config = model.config
+    meta = {
+        "model_name_or_path": getattr(model, "name_or_path", None) or None,
+        "model_type": config.model_type,
+        "model_fingerprint": _model_fingerprint(model),
+        "dataset_fingerprint": _dataset_fingerprint(dataset, input_column),
+        "input_column": input_column,
+        "crop_seconds": crop_seconds,
+        "shard_size": shard_size,
+        "num_rows": len(dataset),
+        "task": config.task,
+        "labels": config.labels,
+        "label_names": config.label_names,
+        "attributes": config.attributes,
+        "attribute_range": config.attribute_range,
+    }
+    output_dir = os.path.abspath(output_dir)
+    parts_dir = output_dir + ".parts"
+
+    def up_to_date() -> bool:
+        try:
+            done = read_feature_metadata(output_dir)
+        except (FileNotFoundError, ValueError):
+            return False
+        return {k: done.get(k) for k in meta} == meta
+
+    if resume and up_to_date():
+        logger.info("features in %s are up to date; nothing to do", output_dir)
+        return datasets.load_from_disk(output_dir)
+
+    if state.is_main_process:
+        previous = None
+        if os.path.isfile(os.path.join(parts_dir, _PARTS_META)):
+            with open(os.path.join(parts_dir, _PARTS_META), encoding="utf-8") as handle:
+                previous = json.load(handle)
+        if os.path.isdir(parts_dir) and (not resume or previous != meta):
+            if resume:
+                logger.warning("%s was made with another model, data or settings; starting over", parts_dir)
+            shutil.rmtree(parts_dir)
+        os.makedirs(parts_dir, exist_ok=True)
+        write_json_atomic(os.path.join(parts_dir, _PARTS_META), meta)
+    state.wait_for_everyone()
+
+    num_shards = math.ceil(len(dataset) / shard_size)
+    shard_path = lambda i: os.path.join(parts_dir, f"shard-{i:05d}")  # noqa: E731
+    mine = [i for i in range(state.process_index, num_shards, state.num_processes)]
+    todo = [i for i in mine if not os.path.isdir(shard_path(i))]
+    if len(todo) < len(mine):
+        logger.info("resuming: %d of %d shards already extracted", len(mine) - len(todo), len(mine))
+
+    collator = build_collator(model, processor, max_seconds=crop_seconds, text_column=text_column)
+    collator.targets = SERTargets()  # features need no labels; unknown label codes are not an error here
+    was_training = model.training
+    model.eval()
+    model.to(state.device)
+    rows_todo = sum(min(shard_size, len(dataset) - i * shard_size) for i in todo)
+    schema = feature_schema()
+    with tqdm(total=rows_todo, desc=f"extracting {input_column} features", unit="utt", disable=not (progress and state.is_local_main_process)) as bar:
+        for i in todo:
+            shard = dataset.select(range(i * shard_size, min((i + 1) * shard_size, len(dataset))))
+            pooled = _pool_shard(model, collator, shard, batch_size, num_workers, state.device, bar)
+            part = datasets.Dataset.from_dict(_shard_rows(shard, pooled), features=schema)
+            _save_dataset_atomically(part, shard_path(i))
+    model.train(was_training)
+    state.wait_for_everyone()
+
+    if state.is_main_process:
+        parts = [datasets.load_from_disk(shard_path(i)) for i in range(num_shards)]
+        merged = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        if merged["id"] != dataset["id"]:
+            raise RuntimeError(f"merged shards in {parts_dir} do not match the dataset's rows; rerun with resume=False")
+        meta["feature_size"] = len(merged[0]["features"]) if len(merged) else 0
+        _save_dataset_atomically(merged.flatten_indices(), output_dir, meta)
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        logger.info("wrote %d feature vectors of size %d to %s", len(merged), meta["feature_size"], output_dir)
+    state.wait_for_everyone()
+    return datasets.load_from_disk(output_dir)
+
+
+# ---------------------------------------------------------------------------------------- joining
+def join_feature_datasets(blocks: dict[str, datasets.Dataset]) -> datasets.Dataset:
+    """One dataset whose ``features`` concatenate each block's vector, in the fusion block order.
+
+    Rows are joined by ``id`` and follow the first block's order. Every id must be in every block
+    and the copied label columns must agree; otherwise the error names the offending ids.
+    """
+    from ser_hf.modeling.fusion import ordered_blocks
+
+    if not blocks:
+        raise ValueError("join_feature_datasets needs at least one feature dataset")
+    widths = {}
+    for name, ds in blocks.items():
+        if "id" not in ds.column_names or "features" not in ds.column_names:
+            raise ValueError(f"feature block {name!r} has no id/features columns (columns: {ds.column_names})")
+        widths[name] = len(ds[0]["features"]) if len(ds) else 0
+    order = list(ordered_blocks(widths))
+    first = blocks[order[0]]
+    ids = first["id"]
+    index_of = {}
+    for name in order:
+        block_ids = blocks[name]["id"]
+        index_of[name] = {row_id: i for i, row_id in enumerate(block_ids)}
+        if len(index_of[name]) != len(block_ids):
+            raise ValueError(f"feature block {name!r} has duplicated ids")
+    for name in order[1:]:
+        only_first = [i for i in ids if i not in index_of[name]]
+        only_other = [i for i in blocks[name]["id"] if i not in index_of[order[0]]]
+        if only_first or only_other:
+            raise ValueError(
+                f"feature blocks {order[0]!r} and {name!r} cover different utterances: "
+                f"{len(only_first)} ids only in {order[0]!r} (first: {only_first[:10]}), "
+                f"{len(only_other)} ids only in {name!r} (first: {only_other[:10]})"
+            )
+    features = [np.asarray(blocks[n]["features"], dtype=np.float32) for n in order]
+    vectors = [features[0]]
+    columns = {name: first[name] for name in COPIED_COLUMNS if name in first.column_names}
+    for k, name in enumerate(order[1:], start=1):
+        rows = np.asarray([index_of[name][i] for i in ids], dtype=np.int64)
+        vectors.append(features[k][rows] if len(rows) else features[k])
+        other = blocks[name]
+        for column, values in columns.items():
+            if column not in other.column_names:
+                continue
+            theirs = other[column]
+            bad = [ids[j] for j, r in enumerate(rows) if not _same(values[j], theirs[r])]
+            if bad:
+                raise ValueError(f"feature blocks {order[0]!r} and {name!r} disagree on {column!r} for ids {bad[:10]}")
+    joined = {"id": ids, "features": list(np.concatenate(vectors, axis=1)) if ids else []}
+    joined.update(columns)
+    schema = datasets.Features({k: feature_schema()[k] for k in joined})
+    return datasets.Dataset.from_dict(joined, features=schema)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+__all__ = [
+    "FEATURE_COLUMNS",
+    "FeatureCollator",
+    "extract_features",
+    "feature_schema",
+    "join_feature_datasets",
+    "load_features",
+    "read_feature_metadata",
+]

@@ -1,0 +1,618 @@
+"""Emotion predictions for recordings of any length, format, sample rate and channel count.
+
+A trained model sees crops of ``max_audio_seconds``; a podcast episode or a call is much longer, so
+recordings are cut into overlapping windows, each window is classified, and the windows are
+averaged (weighted by their duration) into one result per file. Files are *streamed*: read in blocks
+with soundfile, mixed to mono and resampled block by block with soxr's streaming resampler (which
+gives the same samples as resampling the whole file), so memory stays flat however long the file
+is; only the small per-window results are kept.
+
+Text models classify transcripts: one per file from a transcripts file, or one per window from an
+ASR pipeline.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ser_hf.data.audio import AudioError, _open_or_none, _require_file, audio_info, load_audio
+
+logger = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+# Frames read from the file per step; a few hundred KB whatever the file's length.
+BLOCK_FRAMES = 65536
+# Windows of a text model fed by ASR: Whisper-sized, and not overlapping, so words are not repeated.
+DEFAULT_ASR_WINDOW_SECONDS = 30.0
+
+
+# ---------------------------------------------------------------------------------------------- files
+def find_audio_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """Files as given plus, for each directory, every audio file below it (sorted, recursive)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: list[str] = []
+    for path in map(os.fspath, paths):
+        if os.path.isdir(path):
+            inside = [
+                os.path.join(root, name)
+                for root, _, names in os.walk(path)
+                for name in names
+                if name.lower().endswith(AUDIO_EXTENSIONS) and not name.startswith(".")
+            ]
+            if not inside:
+                raise ValueError(f"{path}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this directory")
+            found.extend(sorted(inside))
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise AudioError(path, "no such file or directory")
+    if not found:
+        raise ValueError("no input files given")
+    return list(dict.fromkeys(found))
+
+
+# ---------------------------------------------------------------------------------------------- audio
+def stream_mono(path, sampling_rate: int, block_frames: int | None = None) -> Iterator[np.ndarray]:
+    """The file as consecutive float32 mono blocks at ``sampling_rate``, never decoded whole.
+
+    Channels are averaged, then soxr's streaming resampler is applied (the same operations, in the
+    same order, as `load_audio`). Formats libsndfile cannot read fall back to a full decode.
+    """
+    import soxr
+
+    block_frames = block_frames or BLOCK_FRAMES
+    path = _require_file(path)
+    handle = _open_or_none(path)
+    if handle is None:
+        logger.warning("%s: not a libsndfile format; decoding it whole (memory grows with its length)", path)
+        yield load_audio(path, sampling_rate)
+        return
+    with handle:
+        rate = int(handle.samplerate)
+        resampler = soxr.ResampleStream(rate, sampling_rate, 1, dtype="float32") if rate != sampling_rate else None
+        any_frames = False
+        while True:
+            try:
+                block = handle.read(block_frames, dtype="float32", always_2d=True)
+            except sf.LibsndfileError as exc:
+                raise AudioError(path, f"corrupt audio data ({exc})") from exc
+            if len(block) == 0:
+                break
+            any_frames = True
+            mono = block.mean(axis=1)
+            if not np.isfinite(mono).all():
+                raise AudioError(path, "audio contains NaN or infinite samples")
+            out = resampler.resample_chunk(mono) if resampler is not None else mono
+            if len(out):
+                yield out
+        if not any_frames:
+            raise AudioError(path, "empty audio (0 frames)")
+        if resampler is not None:
+            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            if len(tail):
+                yield tail
+
+
+class Window(NamedTuple):
+    start: int  # samples at the model's rate
+    end: int
+    wave: np.ndarray
+
+
+def window_bounds(num_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
+    """Window (start, end) samples for a recording of ``num_samples``: every ``hop`` while a full window
+    fits, then one last full window aligned to the end so the tail is covered; one short window for a
+    recording shorter than ``window``. `stream_windows` yields exactly these."""
+    if num_samples <= window:
+        return [(0, num_samples)]
+    bounds = [(start, start + window) for start in range(0, num_samples - window + 1, hop)]
+    if bounds[-1][1] < num_samples:
+        bounds.append((num_samples - window, num_samples))
+    return bounds
+
+
+def stream_windows(blocks: Iterable[np.ndarray], window: int, hop: int) -> Iterator[Window]:
+    """Cut a stream of sample blocks into the windows of `window_bounds`, holding at most about one
+    window plus one block of samples."""
+    if not 0 < hop <= window:
+        raise ValueError(f"need 0 < hop <= window (no audio skipped), got hop={hop}, window={window} samples")
+    buffer = np.zeros(0, dtype=np.float32)
+    offset = 0  # sample index of buffer[0]
+    next_start = 0
+    last_end = 0
+    for block in blocks:
+        buffer = np.concatenate([buffer, block.astype(np.float32, copy=False)])
+        while offset + len(buffer) >= next_start + window:
+            begin = next_start - offset
+            yield Window(next_start, next_start + window, buffer[begin : begin + window].copy())
+            last_end = next_start + window
+            next_start += hop
+        # Keep what the next window needs, and always the last `window` samples for the end-aligned one.
+        keep_from = max(offset, min(next_start, offset + len(buffer) - window))
+        buffer = buffer[keep_from - offset :]
+        offset = keep_from
+    total = offset + len(buffer)
+    if total == 0:
+        return
+    if last_end == 0:
+        yield Window(0, total, buffer.copy())
+    elif last_end < total:
+        yield Window(total - window, total, buffer[len(buffer) - window :].copy())
+
+
+# ---------------------------------------------------------------------------------------------- model
+def load_model(model_or_path, processor=None, device: str | torch.device | None = None):
+    """(model, processor) on ``device`` in eval mode, from a checkpoint folder or a model object."""
+    import ser_hf.modeling  # noqa: F401  (registers the ser-hf classes with the Auto API)
+    from ser_hf.configuration import SERSpeechConfig, SERTextConfig
+    from ser_hf.modeling import SERModelForSpeech, SERModelForText, build_feature_extractor
+
+    if isinstance(model_or_path, (str, os.PathLike)):
+        path = os.fspath(model_or_path)
+        _check_model_type(path)
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(path)
+        if isinstance(config, SERSpeechConfig):
+            model = SERModelForSpeech.from_pretrained(path)
+        elif isinstance(config, SERTextConfig):
+            model = SERModelForText.from_pretrained(path)
+        else:
+            raise ValueError(f"{path}: not a ser-hf speech or text model (model_type {config.model_type!r})")
+        if processor is None:
+            processor = _load_processor(path, model.config)
+    else:
+        model = model_or_path
+        if processor is None:
+            if not isinstance(model.config, SERSpeechConfig):
+                raise ValueError("a text model object needs its tokenizer: pass processor=")
+            processor = build_feature_extractor(model.config)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return model.to(device).eval(), processor
+
+
+def _check_model_type(path: str) -> None:
+    """Fusion checkpoints need their two encoders' features; say what is missing instead of a KeyError."""
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        raise ValueError(f"{path}: no config.json; give a saved ser-hf checkpoint folder")
+    with open(config_file, encoding="utf-8") as handle:
+        model_type = json.load(handle).get("model_type", "")
+    if "fusion" in model_type:
+        raise NotImplementedError(
+            f"{path}: prediction with fusion models (model_type {model_type!r}) is not supported yet: it needs "
+            "ser_hf.modeling.fusion.SERFusionModel and the feature extraction of ser_hf.features to run the "
+            "speech and text encoders on each window. Predict with the speech or the text model instead."
+        )
+
+
+def _load_processor(path: str, config):
+    from transformers import AutoFeatureExtractor, AutoTokenizer
+
+    from ser_hf.configuration import SERSpeechConfig
+    from ser_hf.modeling import build_feature_extractor
+
+    if not isinstance(config, SERSpeechConfig):
+        return AutoTokenizer.from_pretrained(path)
+    if os.path.isfile(os.path.join(path, "preprocessor_config.json")):
+        return AutoFeatureExtractor.from_pretrained(path)
+    logger.warning("%s has no preprocessor_config.json; using the default feature extractor for its encoder", path)
+    return build_feature_extractor(config)
+
+
+# ---------------------------------------------------------------------------------------------- transcripts
+def load_transcripts(path: str | os.PathLike) -> dict[str, str]:
+    """``{id: text}`` from a JSON mapping, a JSON list of ``{id, text}`` or a CSV with id and text columns.
+
+    The id may be a file's path, its name or its name without extension (see `transcript_for`).
+    Column names accepted: id/file/path/audio and text/transcript.
+    """
+    path = os.fspath(path)
+    with open(path, encoding="utf-8") as handle:
+        if path.lower().endswith(".json"):
+            data = json.load(handle)
+            rows = data.items() if isinstance(data, dict) else ((_pick(r, _ID_KEYS, path, i), _pick(r, _TEXT_KEYS, path, i)) for i, r in enumerate(data))
+        else:
+            reader = csv.DictReader(handle, delimiter="\t" if path.lower().endswith(".tsv") else ",")
+            rows = [(_pick(r, _ID_KEYS, path, i + 2), _pick(r, _TEXT_KEYS, path, i + 2)) for i, r in enumerate(reader)]
+        transcripts: dict[str, str] = {}
+        for key, text in rows:
+            if not isinstance(text, str):
+                raise ValueError(f"{path}: transcript of {key!r} is not text ({text!r})")
+            transcripts[str(key)] = text
+    if not transcripts:
+        raise ValueError(f"{path}: no transcripts")
+    return transcripts
+
+
+_ID_KEYS = ("id", "file", "path", "audio")
+_TEXT_KEYS = ("text", "transcript")
+
+
+def _pick(row: dict, keys: tuple[str, ...], path: str, where: int):
+    for key in keys:
+        if row.get(key) not in (None, ""):
+            return row[key]
+    raise ValueError(f"{path}: row {where} has none of the columns {keys}")
+
+
+def transcript_for(file: str, transcripts: dict[str, str]) -> str:
+    """A file's transcript, looked up by path, absolute path, file name, then name without extension."""
+    name = os.path.basename(file)
+    for key in (file, os.path.abspath(file), name, os.path.splitext(name)[0]):
+        if key in transcripts:
+            return transcripts[key]
+    raise ValueError(f"{file}: no transcript (looked up by path, file name and file name without extension)")
+
+
+# ---------------------------------------------------------------------------------------------- results
+@dataclass
+class PredictionResults:
+    """Per-window and per-file predictions.
+
+    Window rows: ``file``, ``window`` (index), ``start``/``end`` (seconds), ``label``,
+    ``probabilities`` ({class name: p}), ``attributes`` ({name: value on the corpus scale}) and
+    ``text`` for text models. File rows: ``file``, ``duration``, ``num_windows`` and the same outputs
+    averaged over the windows, weighted by window duration; the label is the most probable class of
+    that average.
+    """
+
+    windows: list[dict] = field(default_factory=list)
+    files: list[dict] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # readable class names, in output order
+    label_codes: list[str] = field(default_factory=list)
+    attributes: list[str] = field(default_factory=list)
+    attribute_range: tuple[float, float] | None = None
+    window_seconds: float | None = None
+    hop_seconds: float | None = None
+    model: str = ""
+    errors: list[dict] = field(default_factory=list)  # files skipped with on_error="skip"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "labels": dict(zip(self.label_codes, self.labels)),
+            "attributes": self.attributes,
+            "attribute_range": list(self.attribute_range) if self.attribute_range else None,
+            "window_seconds": self.window_seconds,
+            "hop_seconds": self.hop_seconds,
+            "files": self.files,
+            "windows": self.windows,
+            "errors": self.errors,
+        }
+
+    def _flat(self, row: dict, keys: list[str]) -> list:
+        probabilities = row.get("probabilities") or {}
+        attributes = row.get("attributes") or {}
+        cells = [row.get(k, "") for k in keys]
+        cells += [_round(probabilities[name]) for name in self.labels]
+        cells += [_round(attributes[name]) for name in self.attributes]
+        return cells
+
+    def _header(self, keys: list[str]) -> list[str]:
+        return keys + [f"prob_{name}" for name in self.labels] + list(self.attributes)
+
+    def write(self, output_dir: str | os.PathLike, *, timeline: bool = True, timeline_min_windows: int = 3) -> dict[str, str]:
+        """``windows.csv``, ``files.csv``, ``predictions.json`` and, for files with at least
+        ``timeline_min_windows`` windows, ``timelines/<name>.png``; all written atomically."""
+        from ser_hf.io import write_csv_atomic, write_json_atomic
+
+        output_dir = os.fspath(output_dir)
+        os.makedirs(output_dir, exist_ok=True)
+        if timeline:
+            self._write_timelines(output_dir, timeline_min_windows)
+        text = ["text"] if any("text" in row for row in self.windows) else []
+        window_keys = ["file", "window", "start", "end", "label", *text]
+        file_keys = ["file", "duration", "num_windows", "label", *(["timeline"] if timeline else [])]
+        paths = {
+            "windows_csv": os.path.join(output_dir, "windows.csv"),
+            "files_csv": os.path.join(output_dir, "files.csv"),
+            "json": os.path.join(output_dir, "predictions.json"),
+        }
+        write_csv_atomic(paths["windows_csv"], self._header(window_keys), (self._flat(r, window_keys) for r in self.windows))
+        write_csv_atomic(paths["files_csv"], self._header(file_keys), (self._flat(r, file_keys) for r in self.files))
+        write_json_atomic(paths["json"], self.to_dict())
+        return paths
+
+    def _write_timelines(self, output_dir: str, min_windows: int) -> None:
+        used: set[str] = set()
+        by_file: dict[str, list[dict]] = {}
+        for row in self.windows:
+            by_file.setdefault(row["file"], []).append(row)
+        for row in self.files:
+            if row["num_windows"] < min_windows:
+                continue
+            stem = os.path.splitext(os.path.basename(row["file"]))[0]
+            name, n = stem, 1
+            while name in used:
+                n += 1
+                name = f"{stem}-{n}"
+            used.add(name)
+            relative = os.path.join("timelines", f"{name}.png")
+            plot_timeline(by_file[row["file"]], self, os.path.join(output_dir, relative), title=row["file"])
+            row["timeline"] = relative
+
+
+def _round(value: float) -> float:
+    return round(float(value), 6)
+
+
+def plot_timeline(windows: list[dict], results: PredictionResults, path: str, title: str = "") -> str:
+    """Class probabilities and/or attributes of one file's windows against time (window centres)."""
+    from ser_hf.plotting import new_figure, save_figure
+
+    panels = (["probabilities"] if results.labels else []) + (["attributes"] if results.attributes else [])
+    figure = new_figure(10.0, 3.0 * len(panels) + 0.5)
+    axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    centres = np.array([(w["start"] + w["end"]) / 2 for w in windows])
+    for ax, panel in zip(axes, panels):
+        names = results.labels if panel == "probabilities" else results.attributes
+        values = np.array([[w[panel][name] for name in names] for w in windows])
+        for column, name in enumerate(names):
+            ax.plot(centres, values[:, column], marker="o", markersize=3, label=name)
+        low, high = (0.0, 1.0) if panel == "probabilities" else results.attribute_range
+        # The scale's limits, widened when an (untrained or extrapolating) model goes beyond them.
+        low, high = min(low, values.min()), max(high, values.max())
+        margin = 0.03 * (high - low)
+        ax.set_ylim(low - margin, high + margin)
+        ax.set_ylabel("probability" if panel == "probabilities" else "attribute (corpus scale)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    axes[-1].set_xlabel("time (s, window centre)")
+    axes[0].set_title(title, fontsize="medium")
+    return save_figure(figure, path)
+
+
+# ---------------------------------------------------------------------------------------------- predict
+class _Item(NamedTuple):
+    file_index: int
+    start: float
+    end: float
+    wave: np.ndarray | None
+    text: str | None
+
+
+def predict(
+    model_or_path,
+    paths,
+    *,
+    window_seconds: float | None = None,
+    hop_seconds: float | None = None,
+    batch_size: int = 8,
+    device: str | None = None,
+    transcripts: str | os.PathLike | dict[str, str] | None = None,
+    asr_model=None,
+    processor=None,
+    output_dir: str | os.PathLike | None = None,
+    timeline: bool = True,
+    on_error: str = "raise",
+) -> PredictionResults:
+    """Predict emotions for audio files and directories (recursively: wav, flac, ogg, mp3).
+
+    Args:
+        model_or_path: a saved ser-hf checkpoint folder or a loaded speech/text model.
+        window_seconds: window length (default: the model's ``max_audio_seconds``; text models
+            with ASR: 30 s). hop_seconds: step between windows (default: half a window; text models
+            with ASR: a whole window). Must satisfy 0 < hop <= window.
+        transcripts: text models only, ``{id: text}`` or a CSV/JSON file (see `load_transcripts`);
+            gives one prediction per file.
+        asr_model: text models only, an ASR model name/path or a callable taking
+            ``{"raw": wave, "sampling_rate": sr}`` and returning ``{"text": ...}``; transcribes each window.
+        output_dir: when given, results are written there (see `PredictionResults.write`).
+        on_error: ``"raise"`` stops at the first unreadable file; ``"skip"`` records it in
+            ``results.errors`` (and logs it) and carries on.
+    """
+    from ser_hf.configuration import SERSpeechConfig
+
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    files = find_audio_files(paths)
+    model, processor = load_model(model_or_path, processor, device)
+    config = model.config
+    speech = isinstance(config, SERSpeechConfig)
+    results = PredictionResults(
+        labels=[config.id2label[i] for i in range(config.num_classes)] if config.has_categorical else [],
+        label_codes=list(config.labels) if config.has_categorical else [],
+        attributes=list(config.attributes) if config.has_attributes else [],
+        attribute_range=tuple(config.attribute_range) if config.has_attributes else None,
+        model=os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else type(model).__name__,
+    )
+    if speech:
+        if transcripts is not None or asr_model is not None:
+            raise ValueError("transcripts/asr_model are for text models; this is a speech model")
+        rate = config.sampling_rate
+        window_seconds = window_seconds or config.max_audio_seconds
+        hop_seconds = hop_seconds or window_seconds / 2
+        _check_whisper_window(config, processor, window_seconds)
+        run = _speech_runner(model, processor, rate)
+        items = _audio_items(files, rate, window_seconds, hop_seconds, None, results, on_error)
+    else:
+        run = _text_runner(model, processor)
+        if (transcripts is None) == (asr_model is None):
+            raise ValueError("a text model needs exactly one of transcripts (file or mapping) or asr_model")
+        if transcripts is not None:
+            if window_seconds is not None or hop_seconds is not None:
+                raise ValueError("window_seconds/hop_seconds need asr_model: a transcripts file gives one text per file")
+            table = transcripts if isinstance(transcripts, dict) else load_transcripts(transcripts)
+            items = _transcript_items(files, table, results, on_error)
+        else:
+            asr = _asr_callable(asr_model, device)
+            rate = _asr_sampling_rate(asr)
+            window_seconds = window_seconds or DEFAULT_ASR_WINDOW_SECONDS
+            hop_seconds = hop_seconds or window_seconds
+            items = _audio_items(files, rate, window_seconds, hop_seconds, asr, results, on_error)
+    results.window_seconds, results.hop_seconds = window_seconds, hop_seconds
+    _predict_items(items, run, files, results, batch_size)
+    if output_dir is not None:
+        results.write(output_dir, timeline=timeline)
+    return results
+
+
+def _check_whisper_window(config, processor, window_seconds: float) -> None:
+    if config.is_whisper:
+        limit = processor.n_samples / config.sampling_rate
+        if window_seconds > limit:
+            raise ValueError(f"window_seconds={window_seconds} exceeds this Whisper model's input window of {limit:g} s")
+
+
+def _audio_items(files, rate, window_seconds, hop_seconds, asr, results, on_error) -> Iterator[_Item]:
+    window, hop = round(window_seconds * rate), round(hop_seconds * rate)
+    if window <= 0 or not 0 < hop <= window:
+        raise ValueError(f"need window_seconds > 0 and 0 < hop_seconds <= window_seconds, got {window_seconds}, {hop_seconds}")
+    for index, path in enumerate(files):
+        try:
+            for item in stream_windows(stream_mono(path, rate), window, hop):
+                text = asr({"raw": item.wave, "sampling_rate": rate})["text"].strip() if asr is not None else None
+                yield _Item(index, item.start / rate, item.end / rate, None if asr is not None else item.wave, text)
+        except AudioError as exc:
+            _record_error(results, path, exc, on_error)
+
+
+def _transcript_items(files, table, results, on_error) -> Iterator[_Item]:
+    for index, path in enumerate(files):
+        try:
+            text = transcript_for(path, table)
+            duration = audio_info(path).duration
+        except (ValueError, AudioError) as exc:
+            _record_error(results, path, exc, on_error)
+            continue
+        yield _Item(index, 0.0, duration, None, text)
+
+
+def _record_error(results: PredictionResults, path: str, exc: Exception, on_error: str) -> None:
+    if on_error == "raise":
+        raise exc
+    message = str(exc)
+    logger.error("skipping %s", message)
+    results.errors.append({"file": path, "error": message})
+
+
+def _batches(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
+    batch: list[_Item] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _predict_items(items, run, files, results: PredictionResults, batch_size: int) -> None:
+    """Run the model batch by batch, then average each file's windows."""
+    per_file: dict[int, list[dict]] = {}
+    for batch in _batches(items, batch_size):
+        probabilities, attributes = run(batch)
+        for k, item in enumerate(batch):
+            row: dict[str, Any] = {"file": files[item.file_index], "start": round(item.start, 4), "end": round(item.end, 4)}
+            if item.text is not None:
+                row["text"] = item.text
+            if probabilities is not None:
+                row["probabilities"] = dict(zip(results.labels, map(float, probabilities[k])))
+                row["label"] = results.labels[int(np.argmax(probabilities[k]))]
+            if attributes is not None:
+                row["attributes"] = dict(zip(results.attributes, map(float, attributes[k])))
+            per_file.setdefault(item.file_index, []).append(row)
+    failed = {error["file"] for error in results.errors}
+    for index in sorted(per_file):
+        rows = per_file[index]
+        if files[index] in failed:  # a file that broke half-way: its windows are not reported
+            continue
+        for number, row in enumerate(rows):
+            row["window"] = number
+        results.windows.extend(rows)
+        results.files.append(_aggregate(files[index], rows, results))
+
+
+def _aggregate(file: str, rows: list[dict], results: PredictionResults) -> dict:
+    weights = np.array([row["end"] - row["start"] for row in rows], dtype=np.float64)
+    weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(rows), 1 / len(rows))
+    out: dict[str, Any] = {"file": file, "duration": rows[-1]["end"], "num_windows": len(rows)}
+    if results.labels:
+        mean = weights @ np.array([[row["probabilities"][n] for n in results.labels] for row in rows])
+        out["probabilities"] = dict(zip(results.labels, map(float, mean)))
+        out["label"] = results.labels[int(np.argmax(mean))]
+    if results.attributes:
+        mean = weights @ np.array([[row["attributes"][n] for n in results.attributes] for row in rows])
+        out["attributes"] = dict(zip(results.attributes, map(float, mean)))
+    if "text" in rows[0]:
+        out["text"] = " ".join(row["text"] for row in rows)
+    return out
+
+
+def _outputs(output) -> tuple[np.ndarray | None, np.ndarray | None]:
+    probabilities = torch.softmax(output.logits.float(), dim=-1).cpu().numpy() if output.logits is not None else None
+    attributes = output.attributes.float().cpu().numpy() if output.attributes is not None else None
+    return probabilities, attributes
+
+
+def _speech_runner(model, extractor, rate: int):
+    from ser_hf.data.collators import _is_whisper
+
+    device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def run(batch: list[_Item]):
+        inputs = extractor(
+            [item.wave for item in batch],
+            sampling_rate=rate,
+            padding="max_length" if _is_whisper(extractor) else True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        return _outputs(model(**{k: v.to(device) for k, v in inputs.items()}))
+
+    return run
+
+
+def _text_runner(model, tokenizer):
+    device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def run(batch: list[_Item]):
+        inputs = tokenizer(
+            [item.text for item in batch], padding=True, truncation=True, max_length=model.config.max_length, return_tensors="pt"
+        )
+        return _outputs(model(**{k: v.to(device) for k, v in inputs.items()}))
+
+    return run
+
+
+def _asr_callable(asr_model, device):
+    if callable(asr_model):
+        return asr_model
+    from transformers import pipeline
+
+    return pipeline("automatic-speech-recognition", model=asr_model, device=device)
+
+
+def _asr_sampling_rate(asr) -> int:
+    extractor = getattr(asr, "feature_extractor", None)
+    return int(getattr(extractor, "sampling_rate", 16000))
+
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "PredictionResults",
+    "find_audio_files",
+    "load_model",
+    "load_transcripts",
+    "plot_timeline",
+    "predict",
+    "stream_mono",
+    "stream_windows",
+    "transcript_for",
+    "window_bounds",
+]
