@@ -7,6 +7,10 @@ memory (``ru_maxrss`` from ``os.wait4``, so each run is measured alone). As a co
 that the measurement would notice growth, it also measures a subprocess that decodes each file
 whole with `load_audio`.
 
+Linux carries a process's peak RSS across fork and exec, so a child's ``ru_maxrss`` is at least
+the parent's size when it was forked. This script therefore never imports torch or transformers
+itself (the tiny model is saved by a subprocess too) and stays a few tens of MiB.
+
     python benchmarks/predict_memory.py [--minutes 1 5 10] [--output benchmarks/results/predict_memory.json]
 
 Prints a table and writes the JSON atomically.
@@ -73,6 +77,13 @@ def run_measured(command: list[str], log_path: str) -> dict:
     return {"peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "seconds": round(seconds, 2)}
 
 
+def _own_peak_rss_mib() -> float:
+    """This process's peak RSS: a floor under every child's measurement (see the module docstring)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 10])
@@ -82,14 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--no_control", action="store_true", help="Skip the whole-file decoding control.")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "predict_memory.json"))
+    parser.add_argument("--save_model", default=None, help=argparse.SUPPRESS)  # internal: child that saves the model
     args = parser.parse_args(argv)
-
-    from ser_hf.io import write_json_atomic
+    if args.save_model:
+        save_tiny_model(args.save_model, args.window_seconds)
+        return 0
 
     rows, control = [], []
     with tempfile.TemporaryDirectory(prefix="ser-hf-predict-memory-") as tmp:
         model_dir = os.path.join(tmp, "model")
-        save_tiny_model(model_dir, args.window_seconds)
+        run_measured([sys.executable, os.path.abspath(__file__), "--save_model", model_dir,
+                      "--window_seconds", str(args.window_seconds)], os.path.join(tmp, "save.log"))
+        parent = _own_peak_rss_mib()
         for minutes in args.minutes:
             wav = os.path.join(tmp, f"{minutes:g}min.wav")
             write_long_wav(wav, minutes, args.sampling_rate, args.channels)
@@ -117,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"control: load_audio of the whole file: peak RSS {measured['peak_rss_mib']:8.1f} MiB", flush=True)
             os.remove(wav)
 
-    import torch
+    from importlib.metadata import version
 
     peaks = [row["peak_rss_mib"] for row in rows]
     result = {
@@ -127,12 +142,14 @@ def main(argv: list[str] | None = None) -> int:
             "hop_seconds": args.window_seconds / 2, "batch_size": args.batch_size, "device": "cpu",
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1"),
         },
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                    "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": version("torch"),
+                    "cpus": os.cpu_count(), "benchmark_process_peak_rss_mib": parent},
         "predict": rows,
         "control_whole_file_decode": control,
         "predict_peak_spread_mib": round(max(peaks) - min(peaks), 1),
     }
+    from ser_hf.io import write_json_atomic  # only now: importing ser_hf may pull in torch (see docstring)
+
     write_json_atomic(args.output, result)
     print(f"spread of predict peaks across lengths: {result['predict_peak_spread_mib']} MiB; written to {args.output}")
     return 0

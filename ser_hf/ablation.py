@@ -329,11 +329,12 @@ def _result_record(run: Run, status: str, *, metrics=None, seconds=None, error=N
 
 
 def stale_runs(runs: Sequence[Run]) -> list[str]:
-    """Finished runs whose saved config differs from the planned one (the base config changed)."""
+    """Successful runs whose saved config differs from the planned one (the base config changed),
+    which would otherwise be skipped and mixed into the table silently."""
     stale = []
     for run in runs:
         saved = _read_json(os.path.join(run.run_dir, RESULT_FILE))
-        if saved is not None and saved.get("config") is not None:
+        if saved is not None and saved.get("status") == "ok" and saved.get("config") is not None:
             if json.loads(json.dumps(saved["config"], default=str)) != json.loads(json.dumps(_comparable(run.config), default=str)):
                 stale.append(run.run_dir)
     return stale
@@ -741,7 +742,7 @@ def plot_summary(
         categories,
         series,
         errors=errors,
-        title=title or f"{label} per setting ({' / '.join(row_keys)}): mean ± std over {seeds} seed(s)",
+        title=title or f"Test {label} by {' / '.join(row_keys)}\nmean ± std over {seeds} seed{'s' if seeds != 1 else ''}",
         ylabel=f"test {label}",
     )
 

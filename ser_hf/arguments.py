@@ -28,6 +28,9 @@ class DataArguments:
     labels: list[str] | None = field(
         default=None, metadata={"help": "Class codes to model (default: the corpus's classes)."}
     )
+    attribute_range: list[float] | None = field(
+        default=None, metadata={"help": "Declared (low, high) of the attribute scale (default: the corpus's, e.g. 1 7)."}
+    )
     on_invalid_rows: str = field(
         default="error",
         metadata={"help": "Bad manifest rows: 'error' stops before training and lists them all; 'drop' removes and logs them."},

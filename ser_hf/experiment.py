@@ -43,7 +43,8 @@ def corpus_labels(data_args: DataArguments) -> tuple[list[str] | None, dict | No
     """(class codes, readable names, attribute range) for the configured corpus."""
     spec = get_corpus_spec(data_args.corpus)
     labels = list(data_args.labels) if data_args.labels else (list(spec.labels) if spec.labels else None)
-    return labels, spec.label_names, spec.attribute_range
+    attribute_range = tuple(data_args.attribute_range) if data_args.attribute_range else spec.attribute_range
+    return labels, spec.label_names, attribute_range
 
 
 def check_data(
@@ -105,7 +106,11 @@ def build_model(model_args: ModelArguments, *, labels, label_names, attribute_ra
         raise ValueError(f"modality must be speech or text, got {model_args.modality!r}")
     model_class = SERModelForSpeech if speech else SERModelForText
     if model_args.model_name_or_path:
-        model = model_class.from_pretrained(model_args.model_name_or_path)
+        from ser_hf.finetuning import load_ser_model
+
+        model = load_ser_model(model_args.model_name_or_path, is_trainable=True)  # a full or a LoRA adapter checkpoint
+        if not isinstance(model.config, model_class.config_class):
+            raise ValueError(f"{model_args.model_name_or_path} is not a {model_args.modality} model")
         processor = _load_processor(model_args.model_name_or_path, speech, model_args.trust_remote_code)
         return model, processor
     common: dict[str, Any] = dict(
@@ -254,6 +259,7 @@ def predict_split(
 
     from transformers import AutoConfig
 
+    import ser_hf.modeling  # noqa: F401  (registers the ser-hf model types with AutoConfig)
     from ser_hf.evaluation import Predictions, references_from_rows
     from ser_hf.trainer import SERTrainer
 

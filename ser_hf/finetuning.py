@@ -348,6 +348,7 @@ def prepare_model_for_training(model: nn.Module, args) -> nn.Module:
     encoder the base model is saved to ``<output_dir>/base_model`` first, so the adapter checkpoints
     of the run can be loaded again.
     """
+    _check_output_dir(args.output_dir, "adapter" if is_lora_model(model) or args.use_lora else "full")
     if is_lora_model(model):
         if args.finetuning_policy is not None:
             raise ValueError("the model already has LoRA adapters; finetuning_policy does not apply to it")
@@ -373,6 +374,22 @@ def prepare_model_for_training(model: nn.Module, args) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
+def _checkpoint_kinds(names) -> set[str]:
+    kinds = {"adapter"} if ADAPTER_CONFIG_NAME in names else set()
+    if any(n.startswith("model") and n.endswith(".safetensors") for n in names):
+        kinds.add("full")
+    return kinds
+
+
+def _check_output_dir(output_dir: str | None, kind: str) -> None:
+    """Fail before training, not at the final save, when the run's checkpoint would be mixed with
+    the other kind left in ``output_dir`` by an earlier run (the folder would load as that one)."""
+    if output_dir and os.path.isdir(output_dir):
+        stale = _checkpoint_kinds(os.listdir(output_dir)) - {kind}
+        if stale:
+            raise ValueError(f"output_dir {output_dir} holds a {stale.pop()} checkpoint of an earlier run; use a new folder")
+
+
 @contextmanager
 def staged_directory(path: str | os.PathLike) -> Iterator[str]:
     """Yield a scratch folder inside ``path``; on success each file in it replaces its namesake atomically.
@@ -385,7 +402,7 @@ def staged_directory(path: str | os.PathLike) -> Iterator[str]:
     try:
         yield staging
         names = set(os.listdir(staging)) | {n for n in os.listdir(path) if not n.startswith(".tmp-")}
-        if ADAPTER_CONFIG_NAME in names and any(n.startswith("model") and n.endswith(".safetensors") for n in names):
+        if len(_checkpoint_kinds(names)) > 1:
             raise ValueError(f"{path} would hold both a full model and an adapter checkpoint; save to a new folder")
         for name in os.listdir(staging):
             os.replace(os.path.join(staging, name), os.path.join(path, name))

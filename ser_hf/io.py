@@ -11,6 +11,10 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 
+_UMASK = os.umask(0)  # read once (os.umask can only be read by setting it)
+os.umask(_UMASK)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     """Yield a temporary path in the target's folder; it replaces ``path`` only if the block succeeds."""
@@ -19,6 +23,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     os.makedirs(folder, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix or os.path.splitext(path)[1], dir=folder)
     os.close(handle)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give outputs the permissions open() would
     try:
         yield tmp
         os.replace(tmp, path)

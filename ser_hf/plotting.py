@@ -202,7 +202,6 @@ def bar_chart(
     axes = figure.subplots()
     positions = np.arange(len(categories), dtype=float)
     width = 0.8 / len(series)
-    base = ylim[0] if ylim else 0.0
     for index, (name, values) in enumerate(series.items()):
         values = np.asarray(values, dtype=float)
         offsets = positions - 0.4 + width * (index + 0.5)
@@ -217,8 +216,9 @@ def bar_chart(
             label=name,
         )
         for x, value in zip(offsets, values):
-            if np.isnan(value):
-                axes.text(x, base, "n/a", ha="center", va="bottom", fontsize=8, color="tab:red", rotation=90)
+            if np.isnan(value):  # x in data units, y as a fraction of the axes height
+                axes.text(x, 0.02, "n/a", transform=axes.get_xaxis_transform(), ha="center", va="bottom",
+                          fontsize=9, fontweight="bold", color="tab:red", rotation=90)
     axes.set_xticks(positions, labels=categories, rotation=45 if len(categories) > 4 else 0, ha="right" if len(categories) > 4 else "center")
     axes.set_ylabel(ylabel)
     axes.set_title(title, fontsize=12)

@@ -255,6 +255,7 @@ class SERTrainer(Trainer):
         if shard is not None and getattr(shard, "batch_sampler", None) is sampler:
             shard.num_processes = 1
             shard.process_index = 0
+            shard.even_batches = False  # would pad a short last batch with repeated rows
         return prepared
 
     # ------------------------------------------------------------------ hub

@@ -1,6 +1,7 @@
 """`SERTrainingArguments`: the paper's training strategies as documented `TrainingArguments` fields."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -158,6 +159,10 @@ class SERTrainingArguments(TrainingArguments):
         if self.max_audio_seconds <= 0:
             raise ValueError(f"max_audio_seconds must be positive, got {self.max_audio_seconds}")
         self._check_finetuning_fields()
+        if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
+            # `accelerate launch --multi_gpu` on a machine without GPUs starts CPU processes (gloo);
+            # the Trainer only joins them into one run when told it is on CPU.
+            self.use_cpu = True
         super().__post_init__()
 
     def _check_finetuning_fields(self) -> None:
@@ -181,3 +186,9 @@ class SERTrainingArguments(TrainingArguments):
                 f"LoRA needs lora_r >= 1, lora_alpha > 0 and 0 <= lora_dropout < 1; got r={self.lora_r}, "
                 f"alpha={self.lora_alpha}, dropout={self.lora_dropout}"
             )
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())

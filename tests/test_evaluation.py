@@ -3,6 +3,8 @@ and `ser-hf evaluate` end to end on tiny saved models and a generated manifest c
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from sklearn.metrics import (
 from helpers_audio import write_wav
 from ser_hf.configuration import SERConfig
 from ser_hf.evaluation import FILES, Predictions, compute_evaluation, display_names, write_evaluation_report
-from ser_hf.plotting import confusion_matrix_size, figure_pixels, scatter_size
+from ser_hf.plotting import bar_chart, bar_chart_size, confusion_matrix_figure, confusion_matrix_size, figure_pixels, scatter_size
 
 LABELS = ["A", "S", "H", "N"]
 NAMES = {"A": "angry", "S": "sad", "H": "happy", "N": "neutral"}
@@ -212,6 +214,20 @@ def test_display_names_fall_back_to_codes():
     assert display_names(config) == ["x", "angry (A)"]
 
 
+def test_bar_chart_draws_failed_cells_and_checks_its_inputs(tmp_path):
+    path = tmp_path / "chart.png"
+    series = {"relu": [0.4, float("nan"), 0.5], "mish": [0.45, 0.5, 0.55]}
+    bar_chart(path, ["ce", "focal", "weighted_ce"], series, errors={"relu": [0.01, 0.0, 0.02]}, title="t", ylabel="macro-F1")
+    assert png_size(path) == figure_pixels(bar_chart_size(3, 2))
+    with pytest.raises(ValueError, match="series 'mish' has 2 values for 3 categories"):
+        bar_chart(tmp_path / "x.png", ["a", "b", "c"], {"mish": [0.1, 0.2]}, title="t", ylabel="y")
+    with pytest.raises(ValueError, match="unknown series"):
+        bar_chart(tmp_path / "x.png", ["a"], {"mish": [0.1]}, errors={"relu": [0.1]}, title="t", ylabel="y")
+    with pytest.raises(ValueError, match=r"shape \(2, 2\), expected \(3, 3\)"):
+        confusion_matrix_figure(np.eye(2), ["a", "b", "c"], tmp_path / "x.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chart.png"]
+
+
 # ---------------------------------------------------------------------------------- end to end
 SECONDS = 0.4
 N_TEST = 16
@@ -267,12 +283,15 @@ def test_ser_hf_evaluate_writes_the_report(task, corpus, tmp_path, capsys):
 
     model = save_tiny_model(tmp_path / "model", task)
     out = tmp_path / "eval"
-    code = main(
-        ["--model", str(tmp_path / "model"), "--corpus", "manifest", "--data_path", str(corpus), "--split", "test",
-         "--output_dir", str(out), "--batch_size", "5", "--bootstrap_resamples", str(RESAMPLES)]
-    )  # fmt: skip
-    assert code == 0
-    printed = json.loads(capsys.readouterr().out)
+    argv = ["--model", str(tmp_path / "model"), "--corpus", "manifest", "--data_path", str(corpus), "--split", "test",
+            "--output_dir", str(out), "--batch_size", "5", "--bootstrap_resamples", str(RESAMPLES)]  # fmt: skip
+    if task == "multitask":  # once through the console entry point in a fresh interpreter (nothing pre-imported)
+        done = subprocess.run([sys.executable, "-m", "ser_hf.cli", "evaluate", *argv], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        printed = json.loads(done.stdout)
+    else:
+        assert main(argv) == 0
+        printed = json.loads(capsys.readouterr().out)
     report = json.loads((out / FILES["metrics"]).read_text())
     assert report["num_examples"] == N_TEST and report["split"] == "test" and report["corpus"] == "manifest"
     assert sorted(report["files"]) == sorted(os.listdir(out))
@@ -309,6 +328,7 @@ def test_ser_hf_evaluate_writes_the_report(task, corpus, tmp_path, capsys):
             interval = report["confidence_intervals"][f"ccc_{a}"]
             assert interval["low"] <= report[f"ccc_{a}"] <= interval["high"]
         assert png_size(out / FILES["scatter_png"]) == figure_pixels(scatter_size(3))
+        assert printed["ccc_mean"] == pytest.approx(report["ccc_mean"])
         assert len(read_csv(out / FILES["task2"])) == N_TEST
     gender = report["by_gender"]
     assert gender["rows_without_value"] == 1 and sum(g["n"] for g in gender["groups"].values()) == N_TEST - 1

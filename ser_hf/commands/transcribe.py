@@ -16,7 +16,7 @@ from ser_hf.config_parser import parse_config
 
 @dataclass
 class TranscribeArguments:
-    output: str = field(metadata={"help": "The manifest to write (.jsonl), in the ser-hf schema."})
+    output: str | None = field(default=None, metadata={"help": "The manifest to write (.jsonl), in the ser-hf schema (required)."})
     model: str = field(
         default="openai/whisper-large-v3",
         metadata={"help": "Any HF speech-recognition model name or local path (run through transformers.pipeline)."},
@@ -47,6 +47,8 @@ class TranscribeArguments:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, data_args = parse_config((TranscribeArguments, DataArguments), argv, prog="ser-hf transcribe")
+    if not args.output:
+        raise ValueError("ser-hf transcribe needs --output (the .jsonl manifest to write)")
     import datasets
 
     from ser_hf.experiment import dump_json, load_data

@@ -3,6 +3,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification,
 
 from ser_hf.configuration import SERSpeechConfig, SERTextConfig
 from ser_hf.modeling.base import SEROutput, SERPreTrainedModel
+from ser_hf.modeling.fusion import SERFusionConfig, SERFusionModel, SERJointConfig, SERJointModel
 from ser_hf.modeling.heads import ACTIVATIONS, EmotionHead, get_activation
 from ser_hf.modeling.pooling import AttentiveStatisticsPooling, MeanPooling
 from ser_hf.modeling.speech import SERModelForSpeech, build_feature_extractor
@@ -17,6 +18,9 @@ def _register() -> None:
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModel.register(config_class, model_class, exist_ok=True)
         auto_class.register(config_class, model_class, exist_ok=True)
+    for config_class, model_class in ((SERFusionConfig, SERFusionModel), (SERJointConfig, SERJointModel)):
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, model_class, exist_ok=True)
 
 
 _register()
@@ -26,6 +30,10 @@ __all__ = [
     "AttentiveStatisticsPooling",
     "EmotionHead",
     "MeanPooling",
+    "SERFusionConfig",
+    "SERFusionModel",
+    "SERJointConfig",
+    "SERJointModel",
     "SERModelForSpeech",
     "SERModelForText",
     "SEROutput",

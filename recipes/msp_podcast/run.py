@@ -1,0 +1,320 @@
+#!/usr/bin/env python
+"""The MSP-Podcast recipe, every stage in order, each one launched with ``accelerate launch``.
+
+    python recipes/msp_podcast/run.py --msp_root /data/MSP-Podcast --output_dir runs/msp_podcast
+
+Stages (see README.md): transcribe -> speech_cat, speech_dim, text_cat, text_dim -> extract ->
+fusion_cat, fusion_dim -> submission. Each stage's YAML in this folder is copied to
+``<output_dir>/configs/<stage>.yaml`` with the run's paths and any overrides filled in, and the
+stage runs ``ser-hf <command> --config`` on that copy, so every run is reproducible from its folder.
+A stage that finished with the same configuration is skipped on a rerun (``--force`` redoes it).
+
+Overrides: ``--set SCOPE.KEY=VALUE`` (VALUE is YAML) or ``--overrides FILE.yaml`` with
+``{SCOPE: {KEY: VALUE}}``. SCOPE is a stage name or a group: ``all`` (every stage's YAML),
+``train`` (the four fine-tuning stages), ``speech``, ``text``, ``fusion``. Narrower scopes win.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import hashlib
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SPEECH_STAGES = ("speech_cat", "speech_dim")
+TEXT_STAGES = ("text_cat", "text_dim")
+TRAIN_STAGES = SPEECH_STAGES + TEXT_STAGES
+FUSION_STAGES = ("fusion_cat", "fusion_dim")
+STAGES = ("transcribe", *TRAIN_STAGES, "extract", *FUSION_STAGES, "submission")
+GROUPS = {
+    "all": ("transcribe", *TRAIN_STAGES, "extract", *FUSION_STAGES),
+    "train": TRAIN_STAGES,
+    "speech": SPEECH_STAGES,
+    "text": TEXT_STAGES,
+    "fusion": FUSION_STAGES,
+}
+# Which fine-tuned models feed each fusion stage: (audio, text). Categorical fusion uses the
+# categorical models' features, attribute fusion the attribute models' (as the authors did).
+FUSION_INPUTS = {"fusion_cat": ("speech_cat", "text_cat"), "fusion_dim": ("speech_dim", "text_dim")}
+SUBMISSION_FILES = {"fusion_cat": "task1_categorical.csv", "fusion_dim": "task2_attributes.csv"}
+
+logger = logging.getLogger("msp_podcast")
+
+
+# ----------------------------------------------------------------------------------------- options
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--msp_root", required=True, help="MSP-Podcast folder (Labels/, Audios/, Transcripts/).")
+    parser.add_argument("--output_dir", required=True, help="Everything the run writes goes here.")
+    parser.add_argument(
+        "--submission_split",
+        default="auto",
+        help="Split the challenge files are written for: test3 (the challenge's evaluation set) when the "
+        "corpus has it, else test (auto), or any split name.",
+    )
+    parser.add_argument(
+        "--unlabelled_audio",
+        default=None,
+        help="Glob (relative to Audios/) of evaluation files missing from labels_consensus.csv, e.g. '*test3*'; "
+        "they are added as an unlabelled Split_Set (--unlabelled_split_set) in a copy of the labels file.",
+    )
+    parser.add_argument("--unlabelled_split_set", default="Test3")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"Comma-separated subset of {', '.join(STAGES)}.")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="SCOPE.KEY=VALUE")
+    parser.add_argument("--overrides", default=None, help="YAML file {scope: {key: value}} applied before --set.")
+    parser.add_argument(
+        "--launcher",
+        choices=("accelerate", "python", "inprocess"),
+        default="accelerate",
+        help="accelerate: `accelerate launch` per stage (default); python: one plain process per stage; "
+        "inprocess: call the CLI in this process (tests, debugging).",
+    )
+    parser.add_argument(
+        "--accelerate_args",
+        default="",
+        help="Extra `accelerate launch` options, e.g. '--num_processes 4 --mixed_precision bf16'.",
+    )
+    parser.add_argument("--force", action="store_true", help="Rerun stages that already finished.")
+    parser.add_argument("--dry_run", action="store_true", help="Write the configs and print the commands only.")
+    args = parser.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        parser.error(f"unknown stages {unknown}; choose from {', '.join(STAGES)}")
+    args.stages = [s for s in STAGES if s in stages]
+    return args
+
+
+def _parse_value(text: str):
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+def collect_overrides(args: argparse.Namespace) -> dict[str, dict]:
+    """{scope: {key: value}} from --overrides then --set (later wins); scopes are checked."""
+    overrides: dict[str, dict] = {}
+    if args.overrides:
+        with open(args.overrides, encoding="utf-8") as handle:
+            loaded = yaml.safe_load(handle) or {}
+        if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
+            raise ValueError(f"{args.overrides}: expected a mapping of scope -> {{key: value}}")
+        for scope, values in loaded.items():
+            overrides.setdefault(scope, {}).update(values)
+    for item in args.sets:
+        target, sep, value = item.partition("=")
+        scope, dot, key = target.partition(".")
+        if not sep or not dot or not key:
+            raise ValueError(f"--set {item!r}: expected SCOPE.KEY=VALUE, e.g. train.num_train_epochs=1")
+        overrides.setdefault(scope, {})[key] = _parse_value(value)
+    bad = sorted(set(overrides) - set(GROUPS) - set(STAGES))
+    if bad:
+        raise ValueError(f"unknown override scopes {bad}; use a stage ({', '.join(STAGES)}) or group ({', '.join(GROUPS)})")
+    return overrides
+
+
+def stage_overrides(stage: str, overrides: dict[str, dict]) -> dict:
+    """Overrides for one stage: ``all``, then its groups, then the stage itself."""
+    merged: dict = {}
+    for scope in ("all", "train", "speech", "text", "fusion", stage):
+        if scope in overrides and (scope == stage or stage in GROUPS.get(scope, ())):
+            merged.update(overrides[scope])
+    return merged
+
+
+# ------------------------------------------------------------------------------------------ corpus
+def unlabelled_labels_file(msp_root: str, pattern: str, split_set: str, output_dir: str) -> str:
+    """A copy of labels_consensus.csv plus one unlabelled row per matching audio file it lacks.
+
+    The challenge's evaluation audio may ship without rows in the labels file; the loader needs a
+    row to know a file exists. Returns the copy's absolute path (the original is left alone).
+    """
+    from ser_hf.data.corpora.msp_podcast import COLUMNS, LABELS_FILE
+    from ser_hf.io import write_csv_atomic
+
+    source = os.path.join(msp_root, LABELS_FILE)
+    with open(source, encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    listed = {row["FileName"] for row in rows}
+    found = sorted(os.path.basename(p) for p in glob.glob(os.path.join(msp_root, "Audios", pattern)))
+    if not found:
+        raise ValueError(f"--unlabelled_audio {pattern!r} matches no file in {os.path.join(msp_root, 'Audios')}")
+    added = [name for name in found if name not in listed]
+    logger.info("%d files match %r; %d are not in %s and are added as %s", len(found), pattern, len(added), source, split_set)
+    rows += [dict(FileName=name, SpkrID="Unknown", Gender="Unknown", Split_Set=split_set) for name in added]
+    path = os.path.abspath(os.path.join(output_dir, "labels", "labels_consensus.csv"))
+    write_csv_atomic(path, COLUMNS, ([row.get(column) or "" for column in COLUMNS] for row in rows))
+    return path
+
+
+def survey_corpus(msp_root: str, corpus_options: dict) -> tuple[list[str], list[str]]:
+    """(labelled splits, unlabelled splits) of the corpus; a split with no label and no rating is unlabelled."""
+    from ser_hf.data.corpora import load_corpus
+
+    corpus = load_corpus("msp_podcast", msp_root, **corpus_options)
+    labelled, unlabelled = [], []
+    for name, split in corpus.items():
+        has_targets = any(split[column].count(None) < len(split) for column in ("label", "arousal", "valence", "dominance"))
+        (labelled if has_targets else unlabelled).append(name)
+    for needed in ("train", "dev"):
+        if needed not in labelled:
+            raise ValueError(f"{msp_root}: the recipe needs a labelled {needed!r} split; the corpus has {list(corpus)}")
+    return labelled, unlabelled
+
+
+# ------------------------------------------------------------------------------------------ stages
+def load_recipe_yaml(name: str) -> dict:
+    with open(os.path.join(HERE, f"{name}.yaml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle) or {}
+
+
+class Plan:
+    """The resolved configuration of every stage of one run, and the commands that run them."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.msp_root = os.path.abspath(args.msp_root)
+        self.out = os.path.abspath(args.output_dir)
+        self.overrides = collect_overrides(args)
+        self.msp_options: dict = {}
+        if args.unlabelled_audio:
+            self.msp_options["labels_file"] = unlabelled_labels_file(
+                self.msp_root, args.unlabelled_audio, args.unlabelled_split_set, self.out
+            )
+        self.labelled, self.unlabelled = survey_corpus(self.msp_root, self.msp_options)
+        split = args.submission_split
+        if split == "auto":
+            split = "test3" if "test3" in self.labelled + self.unlabelled else "test"
+        if split not in self.labelled + self.unlabelled:
+            raise ValueError(f"submission split {split!r} is not in the corpus (splits: {self.labelled + self.unlabelled})")
+        self.submission_split = split
+        self.test_split = "test" if "test" in self.labelled else "none"
+        self.manifests = {"labelled": os.path.join(self.out, "transcripts", "labelled.jsonl")}
+        if split not in self.labelled:
+            self.manifests[split] = os.path.join(self.out, "transcripts", f"{split}.jsonl")
+
+    # -- helpers
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.out, *parts)
+
+    def training_split_map(self) -> dict:
+        """Split_Set -> split name for training: unlabelled sets are left out (they have no targets)."""
+        from ser_hf.data.corpora.msp_podcast import DEFAULT_SPLITS
+
+        return {key: (name if name not in self.unlabelled else None) for key, name in DEFAULT_SPLITS.items()}
+
+    def manifest_for(self, split: str) -> str:
+        return self.manifests["labelled"] if split in self.labelled else self.manifests[split]
+
+    def resolve(self, stage: str, config: dict, injected: dict) -> dict:
+        """Recipe YAML + the run's paths, then the user's overrides (which win)."""
+        resolved = dict(config)
+        resolved.update(injected)
+        resolved.update(stage_overrides(stage, self.overrides))
+        return resolved
+
+    # -- the stages: each returns [(label, config dict, ser-hf command name, single_process)]
+    def transcribe(self) -> list[tuple]:
+        base = load_recipe_yaml("transcribe")
+        jobs = []
+        for key, output in self.manifests.items():
+            splits = [s for s in self.labelled] if key == "labelled" else [key]
+            injected = dict(
+                data_path=self.msp_root,
+                output=output,
+                splits=",".join(splits),
+                cache_dir=self.path("transcripts", "asr_cache"),
+            )
+            if self.msp_options:
+                injected["corpus_options"] = dict(self.msp_options)
+            jobs.append((f"transcribe_{key}", self.resolve("transcribe", base, injected), "transcribe", True))
+        return jobs
+
+    def train(self, stage: str) -> list[tuple]:
+        base = load_recipe_yaml(stage)
+        injected = dict(output_dir=self.path(stage), test_split=self.test_split)
+        if stage in SPEECH_STAGES:
+            options = dict(base.get("corpus_options") or {})
+            options.update(self.msp_options, splits=self.training_split_map())
+            injected.update(data_path=self.msp_root, corpus_options=options)
+        else:
+            injected.update(data_path=self.manifests["labelled"])
+        return [(stage, self.resolve(stage, base, injected), "train", False)]
+
+    def jobs(self, stage: str) -> list[tuple]:
+        if stage == "transcribe":
+            return self.transcribe()
+        if stage in TRAIN_STAGES:
+            return self.train(stage)
+        raise NotImplementedError(stage)
+
+
+# ----------------------------------------------------------------------------------------- running
+def _digest(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def launch_command(command: str, config_path: str, args: argparse.Namespace, single_process: bool) -> list[str]:
+    cli = [command, "--config", config_path]
+    if args.launcher == "inprocess":
+        return cli
+    if args.launcher == "python":
+        return [sys.executable, "-m", "ser_hf.cli", *cli]
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", *shlex.split(args.accelerate_args)]
+    if single_process:  # ASR runs in one process: several would transcribe the same files
+        accelerate = [a for a in accelerate if a != "--multi_gpu"] + ["--num_processes", "1"]
+    return [*accelerate, "-m", "ser_hf.cli", *cli]
+
+
+def run_job(label: str, config: dict, command: str, single_process: bool, plan: Plan) -> None:
+    from ser_hf.io import write_json_atomic, write_text_atomic
+
+    args = plan.args
+    config_path = plan.path("configs", f"{label}.yaml")
+    marker = plan.path(".stages", f"{label}.json")
+    digest = _digest(config)
+    write_text_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
+    argv = launch_command(command, config_path, args, single_process)
+    shown = " ".join(shlex.quote(a) for a in argv) if args.launcher != "inprocess" else f"ser-hf {' '.join(argv)}"
+    if not args.force and os.path.isfile(marker):
+        with open(marker, encoding="utf-8") as handle:
+            if json.load(handle).get("config_digest") == digest:
+                logger.info("[%s] done before with this configuration; skipping (--force reruns)", label)
+                return
+    logger.info("[%s] %s", label, shown)
+    if args.dry_run:
+        return
+    start = time.time()
+    if args.launcher == "inprocess":
+        from ser_hf.cli import main as cli_main
+
+        code = cli_main(argv)
+    else:
+        code = subprocess.run(argv, check=False).returncode
+    if code:
+        raise SystemExit(f"stage {label} failed with exit code {code}: {shown}")
+    write_json_atomic(marker, {"config_digest": digest, "seconds": round(time.time() - start, 1), "command": shown})
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    plan = Plan(args)
+    logger.info(
+        "labelled splits %s, unlabelled %s; submission files for %r", plan.labelled, plan.unlabelled, plan.submission_split
+    )
+    for stage in args.stages:
+        for job in plan.jobs(stage):
+            run_job(*job, plan)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""`ser-hf ablate --config base.yaml --grid loss=ce,focal sampler=none,up [--seeds 0,1,2] ...`
+
+Runs every grid combination x seed (each in its own process, resumable) and writes results.csv,
+summary.csv, summary.md and summary.png to --output_dir. See `ser_hf.ablation`.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds must be comma-separated integers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ser-hf ablate",
+        description="Train every combination of a grid of settings over seeds; tabulate mean ± std and plot it.",
+    )
+    parser.add_argument("--config", required=True, help="Base YAML config (as for ser-hf train).")
+    parser.add_argument(
+        "--grid", nargs="+", required=True, metavar="KEY=V1,V2",
+        help="Grid axes: any DataArguments/ModelArguments/SERTrainingArguments field with comma-separated values.",
+    )
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", dest="fixed",
+        help="Values for every run on top of the base config (the value is taken whole, commas included).",
+    )
+    parser.add_argument("--seeds", type=_seeds, default=None, help="Comma-separated seeds (default: the config's seed).")
+    parser.add_argument("--output_dir", default=None, help="Sweep folder (default: ablations/<config name>).")
+    parser.add_argument(
+        "--devices", default="auto",
+        help="auto (every visible GPU, else cpu), cpu, or comma-separated GPU ids, one CUDA_VISIBLE_DEVICES per run.",
+    )
+    parser.add_argument("--jobs", type=int, default=None, help="Runs at a time (default: one per device; 1 on CPU).")
+    parser.add_argument(
+        "--launcher", choices=("auto", "fork", "subprocess"), default="auto",
+        help="fork: children of a preloaded fork server (CPU, saves import time); subprocess: fresh interpreters "
+        "(used with GPUs). auto picks.",
+    )
+    parser.add_argument("--max_runs", type=int, default=None, help="Run at most this many unfinished runs, then stop.")
+    parser.add_argument("--run_timeout", type=float, default=None, help="Seconds after which a run is killed and marked failed.")
+    parser.add_argument("--no_retry_failed", action="store_true", help="Keep recorded failures instead of rerunning them.")
+    parser.add_argument("--metric", default=None, help="Primary metric (default macro_f1, or ccc_mean for attributes).")
+    parser.add_argument("--compare", default=None, help="Grid key shown side by side: one table column and bar series per value.")
+    parser.add_argument("--dry_run", action="store_true", help="Validate and list the runs, run nothing, write the tables.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    from ser_hf.ablation import parse_assignments, run_ablation
+
+    try:
+        grid = parse_assignments(args.grid, what="--grid")
+        fixed = {k: v for k, v in parse_assignments(args.fixed, what="--set", multiple=False).items()}
+        report = run_ablation(
+            args.config,
+            grid,
+            seeds=args.seeds,
+            output_dir=args.output_dir,
+            fixed=fixed,
+            devices=args.devices,
+            jobs=args.jobs,
+            launcher=args.launcher,
+            max_runs=args.max_runs,
+            run_timeout=args.run_timeout,
+            retry_failed=not args.no_retry_failed,
+            metric=args.metric,
+            compare=args.compare,
+            dry_run=args.dry_run,
+            command=shlex.join(["ser-hf", "ablate", *argv]),
+            progress=lambda line: print(line, flush=True),
+        )
+    except ValueError as exc:
+        print(f"ser-hf ablate: {exc}", file=sys.stderr)
+        return 2
+    return 1 if report.counts.failed else 0
