@@ -61,9 +61,16 @@ def save_tiny_model(folder: str, max_audio_seconds: float) -> None:
     build_feature_extractor(config).save_pretrained(folder)
 
 
-def run_measured(command: list[str], log_path: str) -> dict:
-    """Run ``command``; its exit code, wall time and peak RSS (MiB) measured for that process alone."""
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), HF_HUB_OFFLINE="1")
+# glibc raises its mmap threshold each time a large mmapped block is freed, so which of the first
+# few batches' temporaries end up on the heap (and stay in RSS) varies from run to run: the peak
+# settles after about three batches at a level that wanders by tens of MiB between identical runs.
+# A fixed threshold removes that adaptive behaviour; both settings are measured.
+ALLOCATORS = {"glibc_default": {}, "fixed_mmap_threshold": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
+
+
+def run_measured(command: list[str], log_path: str, extra_env: dict | None = None) -> dict:
+    """Run ``command``; its wall time and peak RSS (MiB) measured for that process alone."""
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), HF_HUB_OFFLINE="1", **(extra_env or {}))
     start = time.perf_counter()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -91,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=2)
     parser.add_argument("--window_seconds", type=float, default=12.0, help="The model's window (IS2025 crop).")
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--allocators", nargs="+", choices=sorted(ALLOCATORS), default=list(ALLOCATORS))
     parser.add_argument("--no_control", action="store_true", help="Skip the whole-file decoding control.")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "predict_memory.json"))
     parser.add_argument("--save_model", default=None, help=argparse.SUPPRESS)  # internal: child that saves the model
@@ -108,33 +116,38 @@ def main(argv: list[str] | None = None) -> int:
         for minutes in args.minutes:
             wav = os.path.join(tmp, f"{minutes:g}min.wav")
             write_long_wav(wav, minutes, args.sampling_rate, args.channels)
-            out = os.path.join(tmp, f"out-{minutes:g}")
-            command = [sys.executable, "-m", "ser_hf.cli", "predict", model_dir, wav, "--output_dir", out,
-                       "--batch_size", str(args.batch_size), "--device", "cpu"]
-            measured = run_measured(command, os.path.join(tmp, f"predict-{minutes:g}.log"))
-            with open(os.path.join(out, "predictions.json"), encoding="utf-8") as handle:
-                predictions = json.load(handle)
-            (file_row,) = predictions["files"]
-            rows.append({
-                "minutes": minutes,
-                "file_mib": round(os.path.getsize(wav) / 2**20, 1),
-                "duration_s": file_row["duration"],
-                "windows": file_row["num_windows"],
-                **measured,
-            })
-            print(f"predict {minutes:>4g} min: peak RSS {measured['peak_rss_mib']:8.1f} MiB, "
-                  f"{file_row['num_windows']} windows, {measured['seconds']:.1f} s", flush=True)
+            for allocator in args.allocators:
+                out = os.path.join(tmp, f"out-{minutes:g}-{allocator}")
+                command = [sys.executable, "-m", "ser_hf.cli", "predict", model_dir, wav, "--output_dir", out,
+                           "--batch_size", str(args.batch_size), "--device", "cpu"]
+                measured = run_measured(command, os.path.join(tmp, "predict.log"), ALLOCATORS[allocator])
+                with open(os.path.join(out, "predictions.json"), encoding="utf-8") as handle:
+                    (file_row,) = json.load(handle)["files"]
+                rows.append({
+                    "minutes": minutes,
+                    "allocator": allocator,
+                    "file_mib": round(os.path.getsize(wav) / 2**20, 1),
+                    "duration_s": file_row["duration"],
+                    "windows": file_row["num_windows"],
+                    **measured,
+                })
+                print(f"predict {minutes:>4g} min ({allocator}): peak RSS {measured['peak_rss_mib']:7.1f} MiB, "
+                      f"{file_row['num_windows']} windows, {measured['seconds']:.1f} s", flush=True)
             if not args.no_control:
                 decode = [sys.executable, "-c",
                           "import sys; from ser_hf.data.audio import load_audio; load_audio(sys.argv[1], 16000)", wav]
-                measured = run_measured(decode, os.path.join(tmp, f"decode-{minutes:g}.log"))
+                measured = run_measured(decode, os.path.join(tmp, "decode.log"))
                 control.append({"minutes": minutes, **measured})
-                print(f"control: load_audio of the whole file: peak RSS {measured['peak_rss_mib']:8.1f} MiB", flush=True)
+                print(f"control {minutes:>4g} min: load_audio of the whole file: peak RSS "
+                      f"{measured['peak_rss_mib']:7.1f} MiB", flush=True)
             os.remove(wav)
 
     from importlib.metadata import version
 
-    peaks = [row["peak_rss_mib"] for row in rows]
+    spread = {}
+    for allocator in args.allocators:
+        peaks = [row["peak_rss_mib"] for row in rows if row["allocator"] == allocator]
+        spread[allocator] = round(max(peaks) - min(peaks), 1)
     result = {
         "what": "peak RSS of `ser-hf predict` (tiny WavLM, 12 s windows, 6 s hop) on 16-bit WAVs of growing length",
         "settings": {
@@ -146,12 +159,12 @@ def main(argv: list[str] | None = None) -> int:
                     "cpus": os.cpu_count(), "benchmark_process_peak_rss_mib": parent},
         "predict": rows,
         "control_whole_file_decode": control,
-        "predict_peak_spread_mib": round(max(peaks) - min(peaks), 1),
+        "predict_peak_spread_mib": spread,
     }
     from ser_hf.io import write_json_atomic  # only now: importing ser_hf may pull in torch (see docstring)
 
     write_json_atomic(args.output, result)
-    print(f"spread of predict peaks across lengths: {result['predict_peak_spread_mib']} MiB; written to {args.output}")
+    print(f"spread of predict peaks across lengths (MiB): {spread}; written to {args.output}")
     return 0
 
 

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -382,6 +383,7 @@ class _Launcher:
         if kind not in ("fork", "subprocess"):
             raise ValueError(f"launcher must be fork or subprocess, got {kind!r}")
         self.kind, self.timeout = kind, timeout
+        self.stopping = False  # set when the sweep is interrupted: killed runs are not failures
         self._children: set = set()
         self._lock = threading.Lock()
         if kind == "fork":
@@ -429,6 +431,7 @@ class _Launcher:
 
     def kill_all(self) -> None:
         with self._lock:
+            self.stopping = True
             children = list(self._children)
         for child in children:
             child.kill()
@@ -447,8 +450,10 @@ def _failure_reason(run: Run, code: int | None, reason: str | None) -> str:
     return f"exit code {code}"
 
 
-def _do_run(run: Run, launcher: _Launcher, device: str | None) -> dict:
-    """Prepare the run folder, run it in a child process and record its result atomically."""
+def _do_run(run: Run, launcher: _Launcher, device: str | None) -> dict | None:
+    """Prepare the run folder, run it in a child process and record its result atomically.
+
+    A run killed because the sweep was interrupted gets no result: it is simply unfinished."""
     os.makedirs(run.run_dir, exist_ok=True)
     for name in (RESULT_FILE, ERROR_FILE, METRICS_FILE):
         if os.path.exists(os.path.join(run.run_dir, name)):
@@ -459,6 +464,8 @@ def _do_run(run: Run, launcher: _Launcher, device: str | None) -> dict:
     start = time.time()
     code, reason = launcher.run(run, device)
     seconds = round(time.time() - start, 1)
+    if launcher.stopping:
+        return None
     metrics = _read_json(os.path.join(run.run_dir, METRICS_FILE))
     if code == 0 and metrics is not None:
         result = _result_record(run, "ok", metrics=metrics, seconds=seconds)
@@ -536,14 +543,16 @@ def run_sweep(
     lock = threading.Lock()
     started = time.time()
 
-    def work(run: Run) -> dict:
+    def work(run: Run) -> None:
         with lock:
             device = free.pop(0)
         try:
-            return _do_run(run, runner, None if device == "cpu" and launcher == "fork" else device)
+            _do_run(run, runner, None if device == "cpu" and launcher == "fork" else device)
         finally:
             with lock:
                 free.append(device)
+                if runner.stopping:
+                    return
                 done = counts.ran + 1
                 counts.ran = done
                 result = _read_json(os.path.join(run.run_dir, RESULT_FILE)) or {"status": "failed", "error": "no result"}
@@ -563,6 +572,7 @@ def run_sweep(
                 )
 
     pool = ThreadPoolExecutor(max_workers=jobs)
+    previous = _sigterm_as_interrupt()
     try:
         for future in [pool.submit(work, run) for run in todo]:
             future.result()
@@ -570,9 +580,24 @@ def run_sweep(
         runner.kill_all()
         pool.shutdown(wait=True, cancel_futures=True)
         counts.not_run += len(todo) - counts.ran
+        progress(f"[ablate] interrupted: {counts.ran} runs done, {len(todo) - counts.ran} left; rerun the same command to resume")
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     pool.shutdown(wait=True)
     return counts
+
+
+def _sigterm_as_interrupt():
+    """Make ``kill PID`` of a (nohup'd) sweep stop it like Ctrl-C, so its children are killed too."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _duration(seconds: float) -> str:

@@ -36,5 +36,8 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
         if unknown:
             raise ValueError(f"{known.config}: unknown config keys {unknown}")
         parser.set_defaults(**values)
+        for action in parser._actions:  # a value from the YAML satisfies a required argument
+            if action.dest in values:
+                action.required = False
     outputs = parser.parse_args_into_dataclasses(args=rest + (["--config", known.config] if known.config else []))
     return tuple(outputs[: len(dataclass_types)])

@@ -228,8 +228,10 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
         data_collator=collator,
         processing_class=processor,
     )
-    trainer.train()
+    train_output = trainer.train()
     trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        write_json_atomic(os.path.join(training_args.output_dir, "train_metrics.json"), train_output.metrics)
     results: dict[str, Any] = {}
     if test_set is not None:
         metrics = trainer.evaluate(test_set, metric_key_prefix="test")
