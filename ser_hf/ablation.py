@@ -788,7 +788,9 @@ def write_reports(
     table_metrics = [metric] + [m for m in present if m != metric]
     summary = summarize(results, grid_keys, table_metrics)
     metric_columns = table_metrics + sorted({k for r in results for k in r["metrics"]} - set(table_metrics) - _NOISE)
-    header = ["run", *grid_keys, "seed", "status", *metric_columns, "seconds", "error", "log", "run_dir"]
+    # "loss" is both a grid key and the test loss: metric columns never reuse a grid key's name.
+    metric_names = [f"test_{m}" if m in grid_keys or m == "loss" else m for m in metric_columns]
+    header = ["run", *grid_keys, "seed", "status", *metric_names, "seconds", "error", "log", "run_dir"]
     write_csv_atomic(
         os.path.join(output_dir, OUTPUT_FILES["results"]),
         header,

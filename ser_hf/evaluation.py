@@ -189,6 +189,8 @@ def compute_evaluation(
             notes.append(f"no row has a {column}: no per-{column} breakdown")
             continue
         result[f"by_{column}"] = _breakdown(values, predictions, references, config)
+    for note in notes:
+        logger.info("evaluation: %s", note)
     return result
 
 

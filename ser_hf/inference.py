@@ -8,7 +8,9 @@ gives the same samples as resampling the whole file), so memory stays flat howev
 is; only the small per-window results are kept.
 
 Text models classify transcripts: one per file from a transcripts file, or one per window from an
-ASR pipeline.
+ASR pipeline. Joint models (`SERJointModel`) and late-fusion heads (`SERFusionModel`, given the
+fine-tuned speech and text models whose pooled vectors they read) pair each audio window with its
+text: the file's transcript, or the window's ASR output.
 """
 from __future__ import annotations
 
@@ -150,64 +152,170 @@ def stream_windows(blocks: Iterable[np.ndarray], window: int, hop: int) -> Itera
         yield Window(total - window, total, buffer[len(buffer) - window :].copy())
 
 
-# ---------------------------------------------------------------------------------------------- model
+# ---------------------------------------------------------------------------------------------- models
 def load_model(model_or_path, processor=None, device: str | torch.device | None = None):
-    """(model, processor) on ``device`` in eval mode, from a checkpoint folder or a model object."""
-    import ser_hf.modeling  # noqa: F401  (registers the ser-hf classes with the Auto API)
-    from ser_hf.configuration import SERSpeechConfig, SERTextConfig
-    from ser_hf.modeling import SERModelForSpeech, SERModelForText, build_feature_extractor
+    """(model, processor) on ``device`` in eval mode, from a checkpoint folder or a model object.
+
+    Speech and text models come with their feature extractor or tokenizer; a joint model with a
+    ``(feature_extractor, tokenizer)`` pair; a fusion head with ``None`` (it reads features).
+    """
+    from ser_hf.modeling import SERFusionModel, SERJointModel, SERModelForSpeech, SERModelForText
 
     if isinstance(model_or_path, (str, os.PathLike)):
         path = os.fspath(model_or_path)
-        _check_model_type(path)
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise ValueError(f"{path}: no config.json; give a saved ser-hf checkpoint folder")
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(path)
-        if isinstance(config, SERSpeechConfig):
-            model = SERModelForSpeech.from_pretrained(path)
-        elif isinstance(config, SERTextConfig):
-            model = SERModelForText.from_pretrained(path)
-        else:
-            raise ValueError(f"{path}: not a ser-hf speech or text model (model_type {config.model_type!r})")
-        if processor is None:
-            processor = _load_processor(path, model.config)
+        model_type = AutoConfig.from_pretrained(path).model_type
+        classes = {c.config_class.model_type: c for c in (SERModelForSpeech, SERModelForText, SERFusionModel, SERJointModel)}
+        if model_type not in classes:
+            raise ValueError(f"{path}: not a ser-hf model (model_type {model_type!r}; expected one of {sorted(classes)})")
+        model = classes[model_type].from_pretrained(path)
     else:
-        model = model_or_path
-        if processor is None:
-            if not isinstance(model.config, SERSpeechConfig):
-                raise ValueError("a text model object needs its tokenizer: pass processor=")
-            processor = build_feature_extractor(model.config)
+        model, path = model_or_path, None
+    if processor is None:
+        processor = _processor_for(model, path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return model.to(device).eval(), processor
 
 
-def _check_model_type(path: str) -> None:
-    """Fusion checkpoints need their two encoders' features; say what is missing instead of a KeyError."""
-    config_file = os.path.join(path, "config.json")
-    if not os.path.isfile(config_file):
-        raise ValueError(f"{path}: no config.json; give a saved ser-hf checkpoint folder")
-    with open(config_file, encoding="utf-8") as handle:
-        model_type = json.load(handle).get("model_type", "")
-    if "fusion" in model_type:
-        raise NotImplementedError(
-            f"{path}: prediction with fusion models (model_type {model_type!r}) is not supported yet: it needs "
-            "ser_hf.modeling.fusion.SERFusionModel and the feature extraction of ser_hf.features to run the "
-            "speech and text encoders on each window. Predict with the speech or the text model instead."
-        )
-
-
-def _load_processor(path: str, config):
+def _processor_for(model, path: str | None):
+    """The processor saved with a checkpoint; for speech encoders the default one when none was saved."""
     from transformers import AutoFeatureExtractor, AutoTokenizer
 
-    from ser_hf.configuration import SERSpeechConfig
-    from ser_hf.modeling import build_feature_extractor
+    from ser_hf.modeling import SERJointModel, SERModelForSpeech, SERModelForText, build_feature_extractor
 
-    if not isinstance(config, SERSpeechConfig):
-        return AutoTokenizer.from_pretrained(path)
-    if os.path.isfile(os.path.join(path, "preprocessor_config.json")):
-        return AutoFeatureExtractor.from_pretrained(path)
-    logger.warning("%s has no preprocessor_config.json; using the default feature extractor for its encoder", path)
-    return build_feature_extractor(config)
+    def extractor(config):
+        if path is not None and os.path.isfile(os.path.join(path, "preprocessor_config.json")):
+            return AutoFeatureExtractor.from_pretrained(path)
+        logger.warning("%s has no preprocessor_config.json; using the default feature extractor for its encoder", path or "model")
+        return build_feature_extractor(config)
+
+    def tokenizer():
+        if path is None:
+            raise ValueError("a text or joint model object needs its tokenizer: pass processor=")
+        try:
+            return AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: no tokenizer saved with this text model ({exc})") from exc
+
+    if isinstance(model, SERModelForSpeech):
+        return extractor(model.config)
+    if isinstance(model, SERModelForText):
+        return tokenizer()
+    if isinstance(model, SERJointModel):
+        return extractor(model.speech.config), tokenizer()
+    return None
+
+
+def _speech_inputs(extractor, waves: list[np.ndarray], rate: int, device) -> dict[str, torch.Tensor]:
+    from ser_hf.data.collators import _is_whisper
+
+    inputs = extractor(
+        waves,
+        sampling_rate=rate,
+        padding="max_length" if _is_whisper(extractor) else True,
+        return_attention_mask=True,
+        return_tensors="pt",
+    )
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+def _text_inputs(tokenizer, texts: list[str], max_length: int, device) -> dict[str, torch.Tensor]:
+    inputs = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+@dataclass
+class _Predictor:
+    """How to turn a batch of windows (audio and/or text) into outputs, for one kind of model."""
+
+    config: Any  # config of the model whose heads give the outputs
+    needs_audio: bool
+    needs_text: bool
+    sampling_rate: int | None  # audio rate the model reads
+    speech_config: Any  # for the default window (max_audio_seconds) and Whisper's limit
+    extractor: Any
+    forward: Any  # batch -> SEROutput
+
+    def __call__(self, batch: list["_Item"]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        with torch.inference_mode():
+            output = self.forward(batch)
+        probabilities = torch.softmax(output.logits.float(), dim=-1).cpu().numpy() if output.logits is not None else None
+        attributes = output.attributes.float().cpu().numpy() if output.attributes is not None else None
+        return probabilities, attributes
+
+
+def build_predictor(model_or_path, processor=None, device=None, speech_model=None, text_model=None) -> _Predictor:
+    """The model (plus, for a fusion head, the speech and text models whose pooled vectors it reads)."""
+    from ser_hf.modeling import SERFusionModel, SERJointModel, SERModelForSpeech
+
+    model, processor = load_model(model_or_path, processor, device)
+    device = next(model.parameters()).device
+    if isinstance(model, SERFusionModel):
+        return _fusion_predictor(model, speech_model, text_model, device)
+    if speech_model is not None or text_model is not None:
+        raise ValueError("speech_model/text_model are for fusion heads (SERFusionModel); this model reads its input itself")
+    if isinstance(model, SERModelForSpeech):
+        rate = model.config.sampling_rate
+        return _Predictor(
+            model.config, True, False, rate, model.config, processor,
+            lambda batch: model(**_speech_inputs(processor, [i.wave for i in batch], rate, device)),
+        )
+    if isinstance(model, SERJointModel):
+        extractor, tokenizer = processor
+        rate = model.speech.config.sampling_rate
+
+        def joint(batch):
+            text = _text_inputs(tokenizer, [i.text for i in batch], model.text.config.max_length, device)
+            text["text_attention_mask"] = text.pop("attention_mask")
+            return model(**_speech_inputs(extractor, [i.wave for i in batch], rate, device), **text)
+
+        return _Predictor(model.config, True, True, rate, model.speech.config, extractor, joint)
+    return _Predictor(
+        model.config, False, True, None, None, None,
+        lambda batch: model(**_text_inputs(processor, [i.text for i in batch], model.config.max_length, device)),
+    )
+
+
+def _fusion_predictor(model, speech_model, text_model, device) -> _Predictor:
+    """Late fusion: the speech and text models' pooled vectors, concatenated, into the fusion head."""
+    blocks = model.config.blocks
+    unknown = [name for name in blocks if name not in ("audio", "text")]
+    if unknown:
+        raise ValueError(f"fusion blocks {unknown}: predict can compute only 'audio' and 'text' features")
+    parts = {}
+    for name, given, flag in (("audio", speech_model, "speech_model"), ("text", text_model, "text_model")):
+        if name not in blocks:
+            if given is not None:
+                raise ValueError(f"{flag} given, but the fusion head has no {name!r} block (blocks {blocks})")
+            continue
+        if given is None:
+            raise ValueError(
+                f"this fusion head reads {name!r} features: pass {flag}= (the fine-tuned model they were extracted with)"
+            )
+        part, part_processor = load_model(*given, device) if isinstance(given, tuple) else load_model(given, None, device)
+        width = part.pooling.output_size
+        if width != blocks[name]:
+            raise ValueError(f"{flag} gives {width}-dim pooled vectors; the fusion head expects {blocks[name]} for {name!r}")
+        parts[name] = (part, part_processor)
+    speech = parts.get("audio")
+    rate = speech[0].config.sampling_rate if speech else None
+
+    def fused(batch):
+        features = {}
+        if speech:
+            features["audio"] = speech[0].pool(**_speech_inputs(speech[1], [i.wave for i in batch], rate, device))
+        if "text" in parts:
+            text, tokenizer = parts["text"]
+            features["text"] = text.pool(**_text_inputs(tokenizer, [i.text for i in batch], text.config.max_length, device))
+        return model(features=features)
+
+    return _Predictor(
+        model.config, speech is not None, "text" in parts, rate, speech[0].config if speech else None,
+        speech[1] if speech else None, fused,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- transcripts
@@ -311,9 +419,10 @@ class PredictionResults:
         os.makedirs(output_dir, exist_ok=True)
         if timeline:
             self._write_timelines(output_dir, timeline_min_windows)
-        text = ["text"] if any("text" in row for row in self.windows) else []
-        window_keys = ["file", "window", "start", "end", "label", *text]
-        file_keys = ["file", "duration", "num_windows", "label", *(["timeline"] if timeline else [])]
+        window_text = ["text"] if any("text" in row for row in self.windows) else []
+        file_text = ["text"] if any("text" in row for row in self.files) else []
+        window_keys = ["file", "window", "start", "end", "label", *window_text]
+        file_keys = ["file", "duration", "num_windows", "label", *(["timeline"] if timeline else []), *file_text]
         paths = {
             "windows_csv": os.path.join(output_dir, "windows.csv"),
             "files_csv": os.path.join(output_dir, "files.csv"),
@@ -380,6 +489,7 @@ class _Item(NamedTuple):
     end: float
     wave: np.ndarray | None
     text: str | None
+    text_per_window: bool  # ASR text of this window (reported per window) or the file's transcript
 
 
 def predict(
@@ -393,6 +503,8 @@ def predict(
     transcripts: str | os.PathLike | dict[str, str] | None = None,
     asr_model=None,
     processor=None,
+    speech_model=None,
+    text_model=None,
     output_dir: str | os.PathLike | None = None,
     timeline: bool = True,
     on_error: str = "raise",
@@ -400,83 +512,84 @@ def predict(
     """Predict emotions for audio files and directories (recursively: wav, flac, ogg, mp3).
 
     Args:
-        model_or_path: a saved ser-hf checkpoint folder or a loaded speech/text model.
-        window_seconds: window length (default: the model's ``max_audio_seconds``; text models
-            with ASR: 30 s). hop_seconds: step between windows (default: half a window; text models
-            with ASR: a whole window). Must satisfy 0 < hop <= window.
-        transcripts: text models only, ``{id: text}`` or a CSV/JSON file (see `load_transcripts`);
-            gives one prediction per file.
-        asr_model: text models only, an ASR model name/path or a callable taking
-            ``{"raw": wave, "sampling_rate": sr}`` and returning ``{"text": ...}``; transcribes each window.
+        model_or_path: a saved ser-hf checkpoint folder or a loaded model: speech, text, joint
+            (speech + text end to end) or fusion head.
+        window_seconds: window length (default: the speech model's ``max_audio_seconds``; text
+            models with ASR: 30 s). hop_seconds: step between windows (default: half a window; text
+            models with ASR: a whole window, so words are not transcribed twice). 0 < hop <= window.
+        transcripts: for models that read text, ``{id: text}`` or a CSV/JSON file (see
+            `load_transcripts`). A text model then gives one prediction per file; a joint or fusion
+            model pairs every audio window with the file's transcript.
+        asr_model: instead of transcripts, an ASR model name/path or a callable taking
+            ``{"raw": wave, "sampling_rate": sr}`` and returning ``{"text": ...}``; run on each window.
+        processor: the model's feature extractor / tokenizer (default: the ones saved with it).
+        speech_model, text_model: for a fusion head (`SERFusionModel`), the fine-tuned models (paths,
+            objects or ``(model, processor)`` pairs) whose pooled vectors it was trained on.
         output_dir: when given, results are written there (see `PredictionResults.write`).
-        on_error: ``"raise"`` stops at the first unreadable file; ``"skip"`` records it in
-            ``results.errors`` (and logs it) and carries on.
+        on_error: ``"raise"`` stops at the first unreadable file or missing transcript; ``"skip"``
+            records it in ``results.errors`` (and logs it) and carries on.
     """
-    from ser_hf.configuration import SERSpeechConfig
-
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     files = find_audio_files(paths)
-    model, processor = load_model(model_or_path, processor, device)
-    config = model.config
-    speech = isinstance(config, SERSpeechConfig)
+    predictor = build_predictor(model_or_path, processor, device, speech_model, text_model)
+    config = predictor.config
     results = PredictionResults(
         labels=[config.id2label[i] for i in range(config.num_classes)] if config.has_categorical else [],
         label_codes=list(config.labels) if config.has_categorical else [],
         attributes=list(config.attributes) if config.has_attributes else [],
         attribute_range=tuple(config.attribute_range) if config.has_attributes else None,
-        model=os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else type(model).__name__,
+        model=os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else type(model_or_path).__name__,
     )
-    if speech:
-        if transcripts is not None or asr_model is not None:
-            raise ValueError("transcripts/asr_model are for text models; this is a speech model")
-        rate = config.sampling_rate
-        window_seconds = window_seconds or config.max_audio_seconds
-        hop_seconds = hop_seconds or window_seconds / 2
-        _check_whisper_window(config, processor, window_seconds)
-        run = _speech_runner(model, processor, rate)
-        items = _audio_items(files, rate, window_seconds, hop_seconds, None, results, on_error)
-    else:
-        run = _text_runner(model, processor)
+    asr = table = None
+    if predictor.needs_text:
         if (transcripts is None) == (asr_model is None):
-            raise ValueError("a text model needs exactly one of transcripts (file or mapping) or asr_model")
-        if transcripts is not None:
-            if window_seconds is not None or hop_seconds is not None:
-                raise ValueError("window_seconds/hop_seconds need asr_model: a transcripts file gives one text per file")
-            table = transcripts if isinstance(transcripts, dict) else load_transcripts(transcripts)
-            items = _transcript_items(files, table, results, on_error)
-        else:
-            asr = _asr_callable(asr_model, device)
-            rate = _asr_sampling_rate(asr)
-            window_seconds = window_seconds or DEFAULT_ASR_WINDOW_SECONDS
-            hop_seconds = hop_seconds or window_seconds
-            items = _audio_items(files, rate, window_seconds, hop_seconds, asr, results, on_error)
+            raise ValueError("this model reads text: give exactly one of transcripts (file or mapping) or asr_model")
+        table = None if transcripts is None else (transcripts if isinstance(transcripts, dict) else load_transcripts(transcripts))
+        asr = None if asr_model is None else _asr_callable(asr_model, device)
+    elif transcripts is not None or asr_model is not None:
+        raise ValueError("transcripts/asr_model are for models that read text; this is a speech model")
+
+    if predictor.needs_audio:
+        rate = predictor.sampling_rate
+        window_seconds = window_seconds or predictor.speech_config.max_audio_seconds
+        hop_seconds = hop_seconds or window_seconds / 2
+        if predictor.speech_config.is_whisper:
+            limit = predictor.extractor.n_samples / rate
+            if window_seconds > limit:
+                raise ValueError(f"window_seconds={window_seconds} exceeds this Whisper model's input window of {limit:g} s")
+        items = _audio_items(files, rate, window_seconds, hop_seconds, results, on_error, asr=asr, transcripts=table, keep_wave=True)
+    elif table is not None:
+        if window_seconds is not None or hop_seconds is not None:
+            raise ValueError("window_seconds/hop_seconds need asr_model: a transcripts file gives one text per file")
+        items = _transcript_items(files, table, results, on_error)
+    else:
+        rate = _asr_sampling_rate(asr)
+        window_seconds = window_seconds or DEFAULT_ASR_WINDOW_SECONDS
+        hop_seconds = hop_seconds or window_seconds
+        items = _audio_items(files, rate, window_seconds, hop_seconds, results, on_error, asr=asr, keep_wave=False)
     results.window_seconds, results.hop_seconds = window_seconds, hop_seconds
-    _predict_items(items, run, files, results, batch_size)
+    _predict_items(items, predictor, files, results, batch_size)
     if output_dir is not None:
         results.write(output_dir, timeline=timeline)
     return results
 
 
-def _check_whisper_window(config, processor, window_seconds: float) -> None:
-    if config.is_whisper:
-        limit = processor.n_samples / config.sampling_rate
-        if window_seconds > limit:
-            raise ValueError(f"window_seconds={window_seconds} exceeds this Whisper model's input window of {limit:g} s")
-
-
-def _audio_items(files, rate, window_seconds, hop_seconds, asr, results, on_error) -> Iterator[_Item]:
+def _audio_items(files, rate, window_seconds, hop_seconds, results, on_error, *, asr=None, transcripts=None, keep_wave=True):
     window, hop = round(window_seconds * rate), round(hop_seconds * rate)
     if window <= 0 or not 0 < hop <= window:
         raise ValueError(f"need window_seconds > 0 and 0 < hop_seconds <= window_seconds, got {window_seconds}, {hop_seconds}")
     for index, path in enumerate(files):
         try:
+            text = transcript_for(path, transcripts) if transcripts is not None else None
             for item in stream_windows(stream_mono(path, rate), window, hop):
-                text = asr({"raw": item.wave, "sampling_rate": rate})["text"].strip() if asr is not None else None
-                yield _Item(index, item.start / rate, item.end / rate, None if asr is not None else item.wave, text)
-        except AudioError as exc:
+                if asr is not None:
+                    text = asr({"raw": item.wave, "sampling_rate": rate})["text"].strip()
+                wave = item.wave if keep_wave else None
+                yield _Item(index, item.start / rate, item.end / rate, wave, text, asr is not None)
+        except (AudioError, ValueError) as exc:
             _record_error(results, path, exc, on_error)
 
 
@@ -488,15 +601,14 @@ def _transcript_items(files, table, results, on_error) -> Iterator[_Item]:
         except (ValueError, AudioError) as exc:
             _record_error(results, path, exc, on_error)
             continue
-        yield _Item(index, 0.0, duration, None, text)
+        yield _Item(index, 0.0, duration, None, text, False)
 
 
 def _record_error(results: PredictionResults, path: str, exc: Exception, on_error: str) -> None:
     if on_error == "raise":
         raise exc
-    message = str(exc)
-    logger.error("skipping %s", message)
-    results.errors.append({"file": path, "error": message})
+    logger.error("skipping %s", exc)
+    results.errors.append({"file": path, "error": str(exc)})
 
 
 def _batches(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
@@ -513,12 +625,16 @@ def _batches(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
 def _predict_items(items, run, files, results: PredictionResults, batch_size: int) -> None:
     """Run the model batch by batch, then average each file's windows."""
     per_file: dict[int, list[dict]] = {}
+    file_text: dict[int, str] = {}
     for batch in _batches(items, batch_size):
         probabilities, attributes = run(batch)
         for k, item in enumerate(batch):
             row: dict[str, Any] = {"file": files[item.file_index], "start": round(item.start, 4), "end": round(item.end, 4)}
             if item.text is not None:
-                row["text"] = item.text
+                if item.text_per_window:
+                    row["text"] = item.text
+                else:
+                    file_text[item.file_index] = item.text
             if probabilities is not None:
                 row["probabilities"] = dict(zip(results.labels, map(float, probabilities[k])))
                 row["label"] = results.labels[int(np.argmax(probabilities[k]))]
@@ -533,7 +649,10 @@ def _predict_items(items, run, files, results: PredictionResults, batch_size: in
         for number, row in enumerate(rows):
             row["window"] = number
         results.windows.extend(rows)
-        results.files.append(_aggregate(files[index], rows, results))
+        summary = _aggregate(files[index], rows, results)
+        if index in file_text:
+            summary["text"] = file_text[index]
+        results.files.append(summary)
 
 
 def _aggregate(file: str, rows: list[dict], results: PredictionResults) -> dict:
@@ -552,44 +671,6 @@ def _aggregate(file: str, rows: list[dict], results: PredictionResults) -> dict:
     return out
 
 
-def _outputs(output) -> tuple[np.ndarray | None, np.ndarray | None]:
-    probabilities = torch.softmax(output.logits.float(), dim=-1).cpu().numpy() if output.logits is not None else None
-    attributes = output.attributes.float().cpu().numpy() if output.attributes is not None else None
-    return probabilities, attributes
-
-
-def _speech_runner(model, extractor, rate: int):
-    from ser_hf.data.collators import _is_whisper
-
-    device = next(model.parameters()).device
-
-    @torch.inference_mode()
-    def run(batch: list[_Item]):
-        inputs = extractor(
-            [item.wave for item in batch],
-            sampling_rate=rate,
-            padding="max_length" if _is_whisper(extractor) else True,
-            return_attention_mask=True,
-            return_tensors="pt",
-        )
-        return _outputs(model(**{k: v.to(device) for k, v in inputs.items()}))
-
-    return run
-
-
-def _text_runner(model, tokenizer):
-    device = next(model.parameters()).device
-
-    @torch.inference_mode()
-    def run(batch: list[_Item]):
-        inputs = tokenizer(
-            [item.text for item in batch], padding=True, truncation=True, max_length=model.config.max_length, return_tensors="pt"
-        )
-        return _outputs(model(**{k: v.to(device) for k, v in inputs.items()}))
-
-    return run
-
-
 def _asr_callable(asr_model, device):
     if callable(asr_model):
         return asr_model
@@ -606,6 +687,7 @@ def _asr_sampling_rate(asr) -> int:
 __all__ = [
     "AUDIO_EXTENSIONS",
     "PredictionResults",
+    "build_predictor",
     "find_audio_files",
     "load_model",
     "load_transcripts",

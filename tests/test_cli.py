@@ -98,3 +98,20 @@ def test_validate_command_reports_problems(tiny_manifest, tmp_path, capsys):
 def test_help_lists_commands(capsys):
     assert cli(["--help"]) == 0
     assert "train" in capsys.readouterr().out
+
+
+def test_mapping_options_take_json_and_evaluate_reuses_a_training_recipe(tiny_manifest, tmp_path):
+    from ser_hf.arguments import DataArguments, ModelArguments
+    from ser_hf.commands.evaluate import EvaluateArguments
+    from ser_hf.config_parser import parse_config
+
+    data_args, model_args = parse_config(
+        (DataArguments, ModelArguments), ["--corpus_options", '{"split": "train"}', "--backbone_config", '{"model_type": "wavlm"}']
+    )
+    assert data_args.corpus_options == {"split": "train"} and model_args.backbone_config == {"model_type": "wavlm"}
+    with pytest.raises(SystemExit):
+        parse_config((DataArguments,), ["--corpus_options", "[1, 2]"])
+    config = _config(tmp_path, tiny_manifest)  # a training recipe
+    eval_args, data_args = parse_config((EvaluateArguments, DataArguments), ["--config", config, "--model", "m"],
+                                        ignore_extra_keys=True)
+    assert data_args.data_path == tiny_manifest and eval_args.model == "m"

@@ -288,8 +288,79 @@ def test_text_model_with_asr_per_window(text_model, tmp_path):
         predict(text_model, [path])
 
 
-def test_fusion_checkpoint_is_refused_with_a_reason(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "ser_fusion"}))
-    path = write_wav(tmp_path / "a.wav", _noise(0.5, 16000), 16000)
-    with pytest.raises(NotImplementedError, match="SERFusionModel"):
-        predict(str(tmp_path), [path])
+def _pooled_reference(speech_dir, text_dir, waves, texts):
+    from transformers import AutoTokenizer
+
+    speech = SERModelForSpeech.from_pretrained(speech_dir).eval()
+    text = SERModelForText.from_pretrained(text_dir).eval()
+    extractor = build_feature_extractor(speech.config)
+    tokenizer = AutoTokenizer.from_pretrained(text_dir)
+    with torch.no_grad():
+        audio = speech.pool(**extractor(waves, sampling_rate=16000, padding=True, return_attention_mask=True, return_tensors="pt"))
+        tokens = tokenizer(texts, padding=True, truncation=True, max_length=text.config.max_length, return_tensors="pt")
+        return audio, text.pool(**tokens)
+
+
+def test_late_fusion_head_reads_speech_and_text_features(categorical_model, text_model, tmp_path):
+    from ser_hf.modeling import SERFusionConfig, SERFusionModel
+
+    speech_width = SERModelForSpeech.from_pretrained(categorical_model).pooling.output_size
+    text_width = SERModelForText.from_pretrained(text_model).pooling.output_size
+    config = SERFusionConfig(
+        input_sizes={"audio": speech_width, "text": text_width}, labels=list(EMODB.labels),
+        label_names=EMODB.label_names, head_dropout=0.0,
+    )
+    fusion = SERFusionModel(config).eval()
+    fusion.save_pretrained(tmp_path / "fusion")
+    path = write_wav(tmp_path / "talk.wav", _noise(2.2, 16000), 16000)
+    table = {"talk": "I am so angry with you"}
+    results = predict(str(tmp_path / "fusion"), [path], transcripts=table, speech_model=categorical_model, text_model=text_model)
+    bounds = [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.2, 2.2)]
+    assert [(w["start"], w["end"]) for w in results.windows] == bounds
+    assert results.files[0]["text"] == "I am so angry with you" and "text" not in results.windows[0]
+    whole = load_audio(path, 16000)
+    audio, text = _pooled_reference(
+        categorical_model, text_model, [whole[int(s * 16000) : int(e * 16000)] for s, e in bounds], [table["talk"]] * 4
+    )
+    with torch.no_grad():
+        expected = torch.softmax(fusion(features={"audio": audio, "text": text}).logits, -1).numpy()
+    got = np.array([[w["probabilities"][n] for n in NAMES] for w in results.windows])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="pass speech_model="):
+        predict(str(tmp_path / "fusion"), [path], transcripts=table, text_model=text_model)
+    with pytest.raises(ValueError, match="expects"):
+        predict(str(tmp_path / "fusion"), [path], transcripts=table, speech_model=text_model, text_model=categorical_model)
+
+
+def test_joint_model_with_asr(categorical_model, text_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    from ser_hf.modeling import SERJointModel
+
+    joint = SERJointModel.from_parts(
+        SERModelForSpeech.from_pretrained(categorical_model), SERModelForText.from_pretrained(text_model),
+        task="attributes", attribute_range=(1, 7),
+    )
+    folder = tmp_path / "joint"
+    joint.save_pretrained(folder)
+    build_feature_extractor(joint.speech.config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(text_model).save_pretrained(folder)
+    path = write_wav(tmp_path / "talk.wav", _noise(1.6, 48000), 48000)
+    results = predict(str(folder), [path], asr_model=lambda inputs: {"text": f"{len(inputs['raw'])} samples"})
+    assert [(w["start"], w["end"], w["text"]) for w in results.windows] == [
+        (0.0, 1.0, "16000 samples"), (0.5, 1.5, "16000 samples"), (0.6, 1.6, "16000 samples")
+    ]
+    assert results.labels == [] and set(results.files[0]["attributes"]) == {"arousal", "valence", "dominance"}
+
+
+def test_whisper_model_windows_fit_its_input_window(tmp_path):
+    config = SERSpeechConfig(
+        backbone_config=tiny_speech_backbone("whisper"), labels=list(EMODB.labels), label_names=EMODB.label_names,
+        max_audio_seconds=1.0,
+    )
+    folder = _save(SERModelForSpeech(config), tmp_path / "whisper")
+    path = write_wav(tmp_path / "a.wav", _noise(2.5, 16000), 16000)
+    results = predict(folder, [path])
+    assert [(w["start"], w["end"]) for w in results.windows] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5)]
+    with pytest.raises(ValueError, match="Whisper model's input window of 1 s"):
+        predict(folder, [path], window_seconds=2.0)

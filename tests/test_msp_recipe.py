@@ -15,7 +15,9 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 from msp_fixture import CLASSES, build_msp_corpus, build_tiny_whisper
 
@@ -50,7 +52,7 @@ def _read_csv(path):
 
 # ----------------------------------------------------------------------------------- recipe files
 def test_every_stage_has_a_yaml_with_the_papers_settings():
-    configs = {name: yaml.safe_load((RECIPE / f"{name}.yaml").read_text()) for name in run.GROUPS["all"]}
+    configs = {name: yaml.safe_load((RECIPE / f"{name}.yaml").read_text()) for name in run.STAGES[:-1]}
     for stage in run.SPEECH_STAGES:
         assert configs[stage]["backbone"] == "microsoft/wavlm-large"
         assert configs[stage]["max_audio_seconds"] == 12.0
@@ -73,14 +75,15 @@ def test_every_stage_has_a_yaml_with_the_papers_settings():
 
 def test_overrides_scopes_and_precedence(tmp_path):
     file = tmp_path / "o.yaml"
-    file.write_text(yaml.safe_dump({"all": {"seed": 1}, "train": {"seed": 2, "num_train_epochs": 3}}))
+    file.write_text(yaml.safe_dump({"trainers": {"seed": 1}, "train": {"seed": 2, "num_train_epochs": 3}}))
     args = run.parse_args(
         ["--msp_root", "x", "--output_dir", "y", "--overrides", str(file), "--set", "speech_cat.seed=4", "--set", "text.tokenizer=/t"]
     )
     overrides = run.collect_overrides(args)
     assert run.stage_overrides("speech_cat", overrides) == {"seed": 4, "num_train_epochs": 3}
     assert run.stage_overrides("text_dim", overrides) == {"seed": 2, "num_train_epochs": 3, "tokenizer": "/t"}
-    assert run.stage_overrides("transcribe", overrides) == {"seed": 1}
+    assert run.stage_overrides("fusion_dim", overrides) == {"seed": 1}
+    assert run.stage_overrides("transcribe", overrides) == {}
     with pytest.raises(ValueError, match="unknown override scopes"):
         run.collect_overrides(run.parse_args(["--msp_root", "x", "--output_dir", "y", "--set", "speach.seed=1"]))
     with pytest.raises(ValueError, match="SCOPE.KEY=VALUE"):
@@ -106,6 +109,10 @@ def test_dry_run_launches_every_stage_with_accelerate(msp, tmp_path, caplog):
     assert speech["corpus_options"]["splits"]["Test3"] is None  # unlabelled: never trained on
     text = yaml.safe_load((out / "configs" / "text_dim.yaml").read_text())
     assert text["data_path"] == str(out / "transcripts" / "labelled.jsonl")
+    extract = yaml.safe_load((out / "configs" / "extract_text_dim.yaml").read_text())
+    assert extract["data_path"] == str(out / "transcripts" / "all.jsonl") and extract["split"] == "train+dev+test+test3"
+    fusion = yaml.safe_load((out / "configs" / "fusion_dim.yaml").read_text())
+    assert (fusion["audio_features"], fusion["text_features"]) == (str(out / "features" / "speech_dim"), str(out / "features" / "text_dim"))
     assert not (out / "speech_cat").exists()  # nothing ran
 
 
@@ -160,12 +167,27 @@ def tiny_overrides(folder: Path) -> Path:
             max_text_length=32,
         ),
         "transcribe": dict(model=build_tiny_whisper(folder / "whisper"), dtype=None, language=None, batch_size=8),
-        "extract": dict(batch_size=8),
+        "extract": dict(batch_size=8, num_workers=0),
         "fusion": dict(num_train_epochs=2, per_device_train_batch_size=8, head_hidden_size=16, disable_tqdm=True),
     }
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(overrides))
     return path
+
+
+def fusion_outputs(out: Path, stage: str, ids: list[str]):
+    """A saved fusion head run on the cached [audio, text] features of ``ids``, recomputed here."""
+    from ser_hf.features import join_feature_datasets, load_features
+    from ser_hf.modeling.fusion import SERFusionModel
+
+    audio, text = run.FUSION_INPUTS[stage]
+    joined = join_feature_datasets(
+        {"audio": load_features(str(out / "features" / audio)), "text": load_features(str(out / "features" / text))}
+    )
+    by_id = dict(zip(joined["id"], joined["features"]))
+    model = SERFusionModel.from_pretrained(out / stage).eval()
+    with torch.inference_mode():
+        return model(features=torch.tensor(np.asarray([by_id[i] for i in ids], dtype=np.float32)))
 
 
 @contextlib.contextmanager
@@ -184,7 +206,7 @@ def time_limit(seconds: int):
         signal.signal(signal.SIGALRM, previous)
 
 
-def test_recipe_runs_end_to_end_and_writes_challenge_files(msp, tmp_path):
+def test_recipe_runs_end_to_end_and_writes_challenge_files(msp, tmp_path, caplog):
     out = tmp_path / "run"
     argv = ["--msp_root", str(msp.root), "--output_dir", str(out), "--launcher", "inprocess"]
     argv += ["--overrides", str(tiny_overrides(tmp_path))]
@@ -193,11 +215,14 @@ def test_recipe_runs_end_to_end_and_writes_challenge_files(msp, tmp_path):
         assert run.main(argv) == 0
     first_run = time.time() - start
 
-    # transcripts: references for train, ASR for dev/test, and a separate manifest for unlabelled Test3
+    # transcripts: references for train, ASR for dev/test; text models train on the labelled splits
+    # only, features are extracted from a manifest that also holds the unlabelled Test3
     summary = json.loads((out / "transcripts" / "labelled.jsonl.summary.json").read_text())
     assert summary["rows"]["train"] == {"reference": 18, "asr": 0}
     assert summary["rows"]["dev"] == {"reference": 0, "asr": 9}
-    assert json.loads((out / "transcripts" / "test3.jsonl.summary.json").read_text())["rows"] == {"test3": {"reference": 0, "asr": 3}}
+    everything = json.loads((out / "transcripts" / "all.jsonl.summary.json").read_text())["rows"]
+    assert everything["test3"] == {"reference": 0, "asr": 3} and everything["train"] == summary["rows"]["train"]
+    assert "test3" not in summary["rows"]
     # four fine-tuned models, each evaluated on Test1
     for stage in run.TRAIN_STAGES:
         assert (out / stage / "model.safetensors").is_file()
@@ -214,8 +239,27 @@ def test_recipe_runs_end_to_end_and_writes_challenge_files(msp, tmp_path):
     assert header == ["FileName", "EmoAct", "EmoVal", "EmoDom"]
     assert sorted(r[0] for r in rows) == test3
     assert all(1.0 <= float(v) <= 7.0 for r in rows for v in r[1:])
+    # ... and they are the trained fusion heads' outputs for exactly those files
+    for stage, file in (("fusion_cat", "task1_categorical.csv"), ("fusion_dim", "task2_attributes.csv")):
+        _, rows = _read_csv(out / "submission" / file)
+        output = fusion_outputs(out, stage, [Path(name).stem for name, *_ in rows])
+        if stage == "fusion_cat":
+            assert [r[1] for r in rows] == [CLASSES[i] for i in output.logits.argmax(-1).tolist()]
+        else:
+            expected = output.attributes.clamp(1.0, 7.0).numpy()
+            assert np.allclose([[float(v) for v in r[1:]] for r in rows], expected, atol=1e-5)
 
-    # a rerun finds every stage done and does nothing
+    # a rerun finds every stage done and launches nothing
     start = time.time()
-    assert run.main(argv) == 0
+    assert launched(argv, caplog) == []
     assert time.time() - start < first_run / 3
+    # a changed stage reruns, and so does everything downstream of it, nothing else
+    assert launched([*argv, "--set", "text_dim.seed=5"], caplog) == ["text_dim", "extract_text_dim", "fusion_dim"]
+
+
+def launched(argv, caplog) -> list[str]:
+    """Run the recipe; the labels of the jobs it actually launched."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="msp_podcast"):
+        assert run.main(argv) == 0
+    return [r.getMessage()[1:].split("]")[0] for r in caplog.records if r.getMessage().startswith("[") and "] ser-hf " in r.getMessage()]

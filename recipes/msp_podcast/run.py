@@ -10,8 +10,9 @@ stage runs ``ser-hf <command> --config`` on that copy, so every run is reproduci
 A stage that finished with the same configuration is skipped on a rerun (``--force`` redoes it).
 
 Overrides: ``--set SCOPE.KEY=VALUE`` (VALUE is YAML) or ``--overrides FILE.yaml`` with
-``{SCOPE: {KEY: VALUE}}``. SCOPE is a stage name or a group: ``all`` (every stage's YAML),
-``train`` (the four fine-tuning stages), ``speech``, ``text``, ``fusion``. Narrower scopes win.
+``{SCOPE: {KEY: VALUE}}``. SCOPE is a stage name or a group: ``trainers`` (the six stages that
+train a model), ``train`` (the four fine-tunings), ``speech``, ``text``, ``fusion``. Narrower
+scopes win.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import yaml
 
@@ -35,8 +37,8 @@ TEXT_STAGES = ("text_cat", "text_dim")
 TRAIN_STAGES = SPEECH_STAGES + TEXT_STAGES
 FUSION_STAGES = ("fusion_cat", "fusion_dim")
 STAGES = ("transcribe", *TRAIN_STAGES, "extract", *FUSION_STAGES, "submission")
-GROUPS = {
-    "all": ("transcribe", *TRAIN_STAGES, "extract", *FUSION_STAGES),
+GROUPS = {  # override scopes naming several stages; keys must be valid in each of them
+    "trainers": TRAIN_STAGES + FUSION_STAGES,  # every stage that takes SERTrainingArguments
     "train": TRAIN_STAGES,
     "speech": SPEECH_STAGES,
     "text": TEXT_STAGES,
@@ -121,9 +123,9 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def stage_overrides(stage: str, overrides: dict[str, dict]) -> dict:
-    """Overrides for one stage: ``all``, then its groups, then the stage itself."""
+    """Overrides for one stage: its groups, broadest first, then the stage itself."""
     merged: dict = {}
-    for scope in ("all", "train", "speech", "text", "fusion", stage):
+    for scope in ("trainers", "train", "speech", "text", "fusion", stage):
         if scope in overrides and (scope == stage or stage in GROUPS.get(scope, ())):
             merged.update(overrides[scope])
     return merged
@@ -170,6 +172,20 @@ def survey_corpus(msp_root: str, corpus_options: dict) -> tuple[list[str], list[
 
 
 # ------------------------------------------------------------------------------------------ stages
+@dataclass
+class Job:
+    """One launch: ``ser-hf <command> --config <output_dir>/configs/<label>.yaml``.
+
+    ``depends`` names the jobs whose outputs it reads: a rerun of one of them reruns this job too.
+    """
+
+    label: str
+    config: dict
+    command: str
+    depends: tuple[str, ...] = ()
+    single_process: bool = False
+
+
 def load_recipe_yaml(name: str) -> dict:
     with open(os.path.join(HERE, f"{name}.yaml"), encoding="utf-8") as handle:
         return yaml.safe_load(handle) or {}
@@ -196,9 +212,11 @@ class Plan:
             raise ValueError(f"submission split {split!r} is not in the corpus (splits: {self.labelled + self.unlabelled})")
         self.submission_split = split
         self.test_split = "test" if "test" in self.labelled else "none"
-        self.manifests = {"labelled": os.path.join(self.out, "transcripts", "labelled.jsonl")}
-        if split not in self.labelled:
-            self.manifests[split] = os.path.join(self.out, "transcripts", f"{split}.jsonl")
+        # Text models train on labelled splits only; features are extracted for every split used.
+        self.extract_splits = list(dict.fromkeys(["train", "dev", *(["test"] if self.test_split == "test" else []), split]))
+        self.manifests = {"labelled": self.labelled}
+        if any(s not in self.labelled for s in self.extract_splits):
+            self.manifests["all"] = list(dict.fromkeys(self.labelled + self.extract_splits))
 
     # -- helpers
     def path(self, *parts: str) -> str:
@@ -210,8 +228,10 @@ class Plan:
 
         return {key: (name if name not in self.unlabelled else None) for key, name in DEFAULT_SPLITS.items()}
 
-    def manifest_for(self, split: str) -> str:
-        return self.manifests["labelled"] if split in self.labelled else self.manifests[split]
+    def manifest(self, key: str) -> str:
+        """Path of a transcribed manifest: ``labelled`` (text training) or ``all`` (extraction)."""
+        key = key if key in self.manifests else "labelled"
+        return self.path("transcripts", f"{key}.jsonl")
 
     def resolve(self, stage: str, config: dict, injected: dict) -> dict:
         """Recipe YAML + the run's paths, then the user's overrides (which win)."""
@@ -220,45 +240,88 @@ class Plan:
         resolved.update(stage_overrides(stage, self.overrides))
         return resolved
 
-    # -- the stages: each returns [(label, config dict, ser-hf command name, single_process)]
-    def transcribe(self) -> list[tuple]:
+    # -- the stages
+    def transcribe(self) -> list[Job]:
         base = load_recipe_yaml("transcribe")
         jobs = []
-        for key, output in self.manifests.items():
-            splits = [s for s in self.labelled] if key == "labelled" else [key]
+        for key, splits in self.manifests.items():  # ASR runs once: the second job is all cache hits
             injected = dict(
                 data_path=self.msp_root,
-                output=output,
+                output=self.manifest(key),
                 splits=",".join(splits),
                 cache_dir=self.path("transcripts", "asr_cache"),
             )
             if self.msp_options:
                 injected["corpus_options"] = dict(self.msp_options)
-            jobs.append((f"transcribe_{key}", self.resolve("transcribe", base, injected), "transcribe", True))
+            jobs.append(Job(f"transcribe_{key}", self.resolve("transcribe", base, injected), "transcribe", single_process=True))
         return jobs
 
-    def train(self, stage: str) -> list[tuple]:
+    def train(self, stage: str) -> list[Job]:
         base = load_recipe_yaml(stage)
         injected = dict(output_dir=self.path(stage), test_split=self.test_split)
+        depends: tuple[str, ...] = ()
         if stage in SPEECH_STAGES:
             options = dict(base.get("corpus_options") or {})
             options.update(self.msp_options, splits=self.training_split_map())
             injected.update(data_path=self.msp_root, corpus_options=options)
         else:
-            injected.update(data_path=self.manifests["labelled"])
-        return [(stage, self.resolve(stage, base, injected), "train", False)]
+            injected.update(data_path=self.manifest("labelled"))
+            depends = ("transcribe_labelled",)
+        return [Job(stage, self.resolve(stage, base, injected), "train", depends)]
 
-    def jobs(self, stage: str) -> list[tuple]:
+    def extract(self) -> list[Job]:
+        base = load_recipe_yaml("extract")
+        jobs = []
+        for model in TRAIN_STAGES:
+            injected = dict(model=self.path(model), output_dir=self.path("features", model), split="+".join(self.extract_splits))
+            depends = (model,)
+            if model in SPEECH_STAGES:
+                injected.update(corpus="msp_podcast", data_path=self.msp_root)
+                if self.msp_options:
+                    injected["corpus_options"] = dict(self.msp_options)
+            else:
+                injected.update(corpus="manifest", data_path=self.manifest("all"))
+                depends += (f"transcribe_{'all' if 'all' in self.manifests else 'labelled'}",)
+            jobs.append(Job(f"extract_{model}", self.resolve("extract", base, injected), "extract", depends))
+        return jobs
+
+    def fusion(self, stage: str) -> list[Job]:
+        audio, text = FUSION_INPUTS[stage]
+        injected = dict(
+            audio_features=self.path("features", audio),
+            text_features=self.path("features", text),
+            output_dir=self.path(stage),
+            test_split=self.test_split,
+        )
+        depends = (f"extract_{audio}", f"extract_{text}")
+        return [Job(stage, self.resolve(stage, load_recipe_yaml(stage), injected), "fuse", depends)]
+
+    def jobs(self, stage: str) -> list[Job]:
         if stage == "transcribe":
             return self.transcribe()
         if stage in TRAIN_STAGES:
             return self.train(stage)
-        raise NotImplementedError(stage)
+        if stage == "extract":
+            return self.extract()
+        if stage in FUSION_STAGES:
+            return self.fusion(stage)
+        raise ValueError(f"stage {stage!r} is not a launched stage")
 
 
 # ----------------------------------------------------------------------------------------- running
-def _digest(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+def _read_marker(plan: Plan, label: str) -> dict:
+    path = plan.path(".stages", f"{label}.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _digest(job: Job, plan: Plan) -> str:
+    """Configuration of the job and of everything upstream of it (through the upstream markers)."""
+    upstream = {label: _read_marker(plan, label).get("digest", "") for label in job.depends}
+    payload = json.dumps({"config": job.config, "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def launch_command(command: str, config_path: str, args: argparse.Namespace, single_process: bool) -> list[str]:
@@ -273,21 +336,19 @@ def launch_command(command: str, config_path: str, args: argparse.Namespace, sin
     return [*accelerate, "-m", "ser_hf.cli", *cli]
 
 
-def run_job(label: str, config: dict, command: str, single_process: bool, plan: Plan) -> None:
+def run_job(job: Job, plan: Plan) -> None:
+    """Write the job's config, then launch it unless it finished before with the same inputs."""
     from ser_hf.io import write_json_atomic, write_text_atomic
 
-    args = plan.args
+    args, label = plan.args, job.label
     config_path = plan.path("configs", f"{label}.yaml")
-    marker = plan.path(".stages", f"{label}.json")
-    digest = _digest(config)
-    write_text_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
-    argv = launch_command(command, config_path, args, single_process)
+    digest = _digest(job, plan)
+    write_text_atomic(config_path, yaml.safe_dump(job.config, sort_keys=False))
+    argv = launch_command(job.command, config_path, args, job.single_process)
     shown = " ".join(shlex.quote(a) for a in argv) if args.launcher != "inprocess" else f"ser-hf {' '.join(argv)}"
-    if not args.force and os.path.isfile(marker):
-        with open(marker, encoding="utf-8") as handle:
-            if json.load(handle).get("config_digest") == digest:
-                logger.info("[%s] done before with this configuration; skipping (--force reruns)", label)
-                return
+    if not args.force and _read_marker(plan, label).get("digest") == digest:
+        logger.info("[%s] done before with this configuration and inputs; skipping (--force reruns)", label)
+        return
     logger.info("[%s] %s", label, shown)
     if args.dry_run:
         return
@@ -300,7 +361,64 @@ def run_job(label: str, config: dict, command: str, single_process: bool, plan: 
         code = subprocess.run(argv, check=False).returncode
     if code:
         raise SystemExit(f"stage {label} failed with exit code {code}: {shown}")
-    write_json_atomic(marker, {"config_digest": digest, "seconds": round(time.time() - start, 1), "command": shown})
+    marker = {"digest": digest, "seconds": round(time.time() - start, 1), "command": shown}
+    write_json_atomic(plan.path(".stages", f"{label}.json"), marker)
+
+
+def write_submission(plan: Plan) -> list[str]:
+    """The fusion heads' predictions for the submission split as the challenge's two CSV files.
+
+    Each fusion model also gets the full evaluation report for that split (metrics when it has
+    labels; predictions either way) in ``submission/<stage>_<split>/``. Attribute predictions are
+    clipped to the corpus's 1-7 scale, as the challenge baseline does; the number clipped is logged.
+    """
+    import numpy as np
+    import torch
+
+    from ser_hf.commands.fuse import select_rows_by_split
+    from ser_hf.data.corpora import load_corpus
+    from ser_hf.evaluation import FILES, Predictions, write_evaluation_report
+    from ser_hf.features import join_feature_datasets, load_features
+    from ser_hf.io import atomic_path
+    from ser_hf.modeling.fusion import SERFusionModel
+
+    split = plan.submission_split
+    rows = load_corpus("msp_podcast", plan.msp_root, **plan.msp_options)[split].to_list()
+    written = []
+    for stage in FUSION_STAGES:
+        audio, text = FUSION_INPUTS[stage]
+        blocks = {"audio": load_features(plan.path("features", audio)), "text": load_features(plan.path("features", text))}
+        part = select_rows_by_split(join_feature_datasets(blocks), split)
+        index = {row_id: i for i, row_id in enumerate(part["id"])}
+        missing = [row["id"] for row in rows if row["id"] not in index]
+        if missing:
+            raise ValueError(f"{len(missing)} {split} utterances have no cached features (first: {missing[:5]}); rerun extract")
+        features = torch.tensor(np.asarray(part["features"], dtype=np.float32)[[index[row["id"]] for row in rows]])
+        model = SERFusionModel.from_pretrained(plan.path(stage)).eval()
+        with torch.inference_mode():
+            outputs = [model(features=chunk) for chunk in torch.split(features, 4096)]
+        logits = attributes = None
+        if model.config.has_categorical:
+            logits = torch.cat([o.logits for o in outputs]).numpy()
+        if model.config.has_attributes:
+            raw = torch.cat([o.attributes for o in outputs]).numpy()
+            low, high = model.config.attribute_range
+            attributes = np.clip(raw, low, high)
+            clipped = int((attributes != raw).sum())
+            if clipped:
+                logger.info("%s: %d of %d attribute predictions clipped to [%g, %g]", stage, clipped, raw.size, low, high)
+        report_dir = plan.path("submission", f"{stage}_{split}")
+        write_evaluation_report(
+            report_dir, Predictions(logits=logits, attributes=attributes), rows, model.config, title=f"{stage} {split}"
+        )
+        source = os.path.join(report_dir, FILES["task1" if model.config.has_categorical else "task2"])
+        target = plan.path("submission", SUBMISSION_FILES[stage])
+        with open(source, "rb") as handle, atomic_path(target) as tmp:
+            with open(tmp, "wb") as out:
+                out.write(handle.read())
+        logger.info("[submission] %s: %d rows of %s", target, len(rows), split)
+        written.append(target)
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,8 +429,12 @@ def main(argv: list[str] | None = None) -> int:
         "labelled splits %s, unlabelled %s; submission files for %r", plan.labelled, plan.unlabelled, plan.submission_split
     )
     for stage in args.stages:
+        if stage == "submission":
+            if not args.dry_run:
+                write_submission(plan)
+            continue
         for job in plan.jobs(stage):
-            run_job(*job, plan)
+            run_job(job, plan)
     return 0
 
 

@@ -37,7 +37,9 @@ def summary(results: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    eval_args, data_args = parse_config((EvaluateArguments, DataArguments), argv, prog="ser-hf evaluate")
+    eval_args, data_args = parse_config(
+        (EvaluateArguments, DataArguments), argv, prog="ser-hf evaluate", ignore_extra_keys=True
+    )
     if eval_args.bootstrap_resamples < 0:
         raise ValueError(f"bootstrap_resamples must be >= 0, got {eval_args.bootstrap_resamples}")
     from ser_hf.experiment import dump_json, evaluate_checkpoint

@@ -16,15 +16,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict emotions for audio files or folders (long recordings in overlapping windows). "
         "Writes windows.csv, files.csv, predictions.json and timeline plots to --output_dir.",
     )
-    parser.add_argument("model", help="Saved ser-hf checkpoint folder (speech or text model).")
+    parser.add_argument("model", help="Saved ser-hf checkpoint folder (speech, text, joint or fusion model).")
     parser.add_argument("paths", nargs="+", help="Audio files or folders (searched recursively for wav/flac/ogg/mp3).")
     parser.add_argument("--output_dir", default="predictions", help="Where results go (default: ./predictions).")
     parser.add_argument("--window_seconds", type=float, default=None, help="Window length (default: the model's crop length).")
     parser.add_argument("--hop_seconds", type=float, default=None, help="Step between windows (default: half a window).")
     parser.add_argument("--batch_size", type=int, default=8, help="Windows per forward pass.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available).")
-    parser.add_argument("--transcripts", default=None, help="Text models: CSV/JSON of id -> transcript.")
-    parser.add_argument("--asr_model", default=None, help="Text models: ASR model to transcribe each window.")
+    parser.add_argument("--transcripts", default=None, help="Models that read text: CSV/JSON of id -> transcript.")
+    parser.add_argument("--asr_model", default=None, help="Models that read text: ASR model to transcribe each window.")
+    parser.add_argument("--speech_model", default=None, help="Fusion heads: the fine-tuned speech model of the audio features.")
+    parser.add_argument("--text_model", default=None, help="Fusion heads: the fine-tuned text model of the text features.")
     parser.add_argument("--no_timeline", action="store_true", help="Do not draw timeline plots for long files.")
     parser.add_argument(
         "--on_error", choices=("raise", "skip"), default="raise",
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         transcripts=args.transcripts,
         asr_model=args.asr_model,
+        speech_model=args.speech_model,
+        text_model=args.text_model,
         output_dir=args.output_dir,
         timeline=not args.no_timeline,
         on_error=args.on_error,

@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     args, data_args = parse_config((TranscribeArguments, DataArguments), argv, prog="ser-hf transcribe")
     if not args.output:
         raise ValueError("ser-hf transcribe needs --output (the .jsonl manifest to write)")
+    from accelerate import PartialState
+
+    if PartialState().num_processes > 1:  # each process would transcribe every file and race on the cache
+        raise SystemExit("ser-hf transcribe runs in one process; use `accelerate launch --num_processes 1` (or plain ser-hf)")
     import datasets
 
     from ser_hf.experiment import dump_json, load_data
