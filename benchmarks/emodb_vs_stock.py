@@ -3,8 +3,8 @@ and budget, several seeds. Prints one line per run and writes results + a Markdo
 
     python benchmarks/emodb_vs_stock.py --emodb ../shared/data/emodb --seeds 0 1 2
 
-Budget: the stock reference (../shared/bench/stock_hf_anchor.py) trains 15 epochs of 428
-utterances at batch 16 = 405 optimizer steps; every ser-hf variant gets the same 405 steps
+Budget: the stock reference (../shared/bench/stock_hf_anchor.py) trains E epochs (15 by default) of
+428 utterances at batch 16 = 27·E optimizer steps; every ser-hf variant gets the same number of steps
 (balanced up-sampling makes an "epoch" larger, so steps, not epochs, are matched). Runs are
 resumable: finished (system, seed) pairs in the results file are skipped. Timings are only
 comparable within one invocation (the machine is shared), so the table reports each system's
@@ -23,7 +23,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-STEPS = 405  # 15 epochs x ceil(428 / 16)
+STEPS_PER_EPOCH = 27  # ceil(428 / 16)
 
 # name -> extra `ser-hf train` arguments on top of recipes/emodb/config.yaml
 VARIANTS: dict[str, list[str]] = {
@@ -44,16 +44,16 @@ def run(command: list[str], log_path: str) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def stock(emodb: str, seed: int, work: str, stock_script: str) -> dict:
+def stock(emodb: str, seed: int, work: str, stock_script: str, epochs: int) -> dict:
     log = os.path.join(work, f"stock_seed{seed}.log")
-    cpu = run([sys.executable, stock_script, "--emodb", emodb, "--epochs", "15", "--seed", str(seed)], log)
+    cpu = run([sys.executable, stock_script, "--emodb", emodb, "--epochs", str(epochs), "--seed", str(seed)], log)
     line = [x for x in open(log).read().splitlines() if x.startswith("{")][-1]
     result = json.loads(line)
     return {"uar": result["uar"], "macro_f1": result["macro_f1"], "train_seconds": result["train_seconds"],
             "cpu_seconds": round(cpu, 1)}
 
 
-def ser_hf(name: str, emodb: str, seed: int, work: str) -> dict:
+def ser_hf(name: str, emodb: str, seed: int, work: str, epochs: int) -> dict:
     out = os.path.join(work, f"{name.replace(' ', '_').replace('+', '-')}_seed{seed}")
     extra = list(VARIANTS[name])
     config = os.path.join(REPO, "recipes", "emodb", "config.yaml")
@@ -62,7 +62,7 @@ def ser_hf(name: str, emodb: str, seed: int, work: str) -> dict:
         del extra[extra.index("--config_variant") : extra.index("--config_variant") + 2]
         config = os.path.join(REPO, "recipes", "emodb", f"config_{variant}.yaml")
     command = [sys.executable, "-m", "ser_hf.cli", "train", "--config", config, "--data_path", emodb,
-               "--seed", str(seed), "--max_steps", str(STEPS), "--output_dir", out, "--disable_tqdm", "true", *extra]
+               "--seed", str(seed), "--max_steps", str(STEPS_PER_EPOCH * epochs), "--output_dir", out, "--disable_tqdm", "true", *extra]
     cpu = run(command, out + ".log")
     test = json.load(open(os.path.join(out, "test_metrics.json")))
     train = json.load(open(os.path.join(out, "train_metrics.json")))
@@ -99,16 +99,19 @@ def main() -> int:
     parser.add_argument("--emodb", default=os.path.join(REPO, "..", "shared", "data", "emodb"))
     parser.add_argument("--stock_script", default=os.path.join(REPO, "..", "shared", "bench", "stock_hf_anchor.py"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=15, help="stock epochs; ser-hf gets the same optimizer steps")
     parser.add_argument("--systems", nargs="+", default=None, help="subset of systems to run")
     parser.add_argument("--work_dir", default=os.path.join(REPO, "runs", "emodb_vs_stock"))
-    parser.add_argument("--results", default=os.path.join(HERE, "results", "emodb_vs_stock.jsonl"))
+    parser.add_argument("--results", default=None, help="default: benchmarks/results/emodb_vs_stock_<E>ep.jsonl")
     args = parser.parse_args()
     sys.path.insert(0, REPO)
     from ser_hf.io import write_text_atomic
 
+    args.results = args.results or os.path.join(HERE, "results", f"emodb_vs_stock_{args.epochs}ep.jsonl")
     os.makedirs(args.work_dir, exist_ok=True)
     emodb = os.path.abspath(args.emodb)
     results = [json.loads(x) for x in open(args.results)] if os.path.exists(args.results) else []
+    results = [r for r in results if r.get("epochs") == args.epochs]  # another budget is another benchmark
     done = {(r["system"], r["seed"]) for r in results}
     systems = args.systems or ["stock-hf-trainer", *VARIANTS]
     for seed in args.seeds:
@@ -116,10 +119,10 @@ def main() -> int:
             if (system, seed) in done:
                 continue
             if system == "stock-hf-trainer":
-                row = stock(emodb, seed, args.work_dir, os.path.abspath(args.stock_script))
+                row = stock(emodb, seed, args.work_dir, os.path.abspath(args.stock_script), args.epochs)
             else:
-                row = ser_hf(system, emodb, seed, args.work_dir)
-            row = {"system": system, "seed": seed, **row}
+                row = ser_hf(system, emodb, seed, args.work_dir, args.epochs)
+            row = {"system": system, "seed": seed, "epochs": args.epochs, **row}
             print(json.dumps(row), flush=True)
             results.append(row)
             write_text_atomic(args.results, "".join(json.dumps(r) + "\n" for r in results))

@@ -735,6 +735,61 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
+def paired_effects(
+    results: Sequence[dict], grid_keys: Sequence[str], metric: str, *, compare: str | None = None
+) -> list[dict]:
+    """How much each grid value changes ``metric`` against the key's first value, paired.
+
+    For key K with first value a and another value b, every pair of successful runs that differ only
+    in K (same other settings, same seed) gives one difference score(b) - score(a). Pairing removes
+    the spread that seeds and the other settings add, which a difference of cell means keeps. With
+    ``compare`` the effects are computed separately for each of its values.
+    """
+    def score(row):
+        value = row["metrics"].get(metric)
+        return float(value) if row["status"] == "ok" and isinstance(value, (int, float)) else None
+
+    groups = list(dict.fromkeys(r[compare] for r in results)) if compare else [None]
+    effects = []
+    for group in groups:
+        rows = [r for r in results if compare is None or r[compare] == group]
+        for key in grid_keys:
+            if key == compare:
+                continue
+            values = list(dict.fromkeys(r[key] for r in rows))
+            others = [k for k in grid_keys if k not in (key, compare)]
+            index = {(r[key], tuple(r[k] for k in others), r["seed"]): score(r) for r in rows}
+            for value in values[1:]:
+                diffs = []
+                for (v, rest, seed), s in index.items():
+                    base = index.get((values[0], rest, seed))
+                    if v == value and s is not None and base is not None:
+                        diffs.append(s - base)
+                mean = sum(diffs) / len(diffs) if diffs else math.nan
+                std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) if len(diffs) > 1 else math.nan
+                effects.append({
+                    "group": group, "key": key, "value": value, "baseline": values[0], "pairs": len(diffs),
+                    "mean_diff": mean, "std_diff": std, "better": sum(d > 0 for d in diffs),
+                })
+    return effects
+
+
+def effects_markdown(effects: Sequence[dict], metric: str, *, compare: str | None = None) -> str:
+    """The `paired_effects` as a Markdown table."""
+    label = METRIC_LABELS.get(metric, metric)
+    header = ([compare] if compare else []) + ["setting", "vs.", f"mean Δ {label} ± std", "better in (pairs)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for e in effects:
+        diff = "n/a" if math.isnan(e["mean_diff"]) else f"{e['mean_diff']:+.3f}" + (
+            "" if math.isnan(e["std_diff"]) else f" ± {e['std_diff']:.3f}"
+        )
+        cells = ([e["group"]] if compare else []) + [
+            f"{e['key']}={e['value']}", f"{e['key']}={e['baseline']}", diff, f"{e['better']}/{e['pairs']}"
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_summary(
     path: str,
     summary: Sequence[dict],
@@ -814,10 +869,15 @@ def write_reports(
         f"{len(results)} runs: {counts['ok']} ok, {counts['failed']} failed, {counts['missing']} missing. "
         f"Test-set scores, mean ± sample std over seeds (number of successful runs in brackets); best in bold."
     )
-    write_text_atomic(
-        os.path.join(output_dir, OUTPUT_FILES["summary_md"]),
-        summary_markdown(summary, grid_keys, shown, compare=compare, title="Ablation summary", notes=notes),
-    )
+    text = summary_markdown(summary, grid_keys, shown, compare=compare, title="Ablation summary", notes=notes)
+    effects = paired_effects(results, grid_keys, metric, compare=compare)
+    if effects:
+        text += (
+            f"\n## Effect of each setting on {METRIC_LABELS.get(metric, metric)}\n\n"
+            "Paired differences: runs that differ only in this setting (same other settings and seed).\n\n"
+            + effects_markdown(effects, metric, compare=compare)
+        )
+    write_text_atomic(os.path.join(output_dir, OUTPUT_FILES["summary_md"]), text)
     chart = None
     if any(not math.isnan(e[f"{metric}_mean"]) for e in summary):
         chart = plot_summary(os.path.join(output_dir, OUTPUT_FILES["chart"]), summary, grid_keys, metric, compare=compare)

@@ -453,7 +453,11 @@ def _write_submissions(output_dir: str, rows: list[dict], predictions: Predictio
                 f"no task-2 submission: it needs attributes {sorted(ATTRIBUTE_COLUMNS)}, the model predicts {config.attributes}"
             )
         else:
-            values = {name: predictions.attributes[:, j] for j, name in enumerate(config.attributes)}
+            # Submissions are on the corpus scale, clipped to it as the challenge baseline does
+            # (metrics above use the raw predictions).
+            low, high = config.attribute_range
+            clipped = np.clip(predictions.attributes, low, high)
+            values = {name: clipped[:, j] for j, name in enumerate(config.attributes)}
             write_task2_submission(os.path.join(output_dir, FILES["task2"]), names, values)
             written.append(FILES["task2"])
     return written

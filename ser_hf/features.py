@@ -32,6 +32,7 @@ import math
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +99,7 @@ def _model_fingerprint(model: torch.nn.Module) -> str:
 def _dataset_fingerprint(dataset: datasets.Dataset, input_column: str) -> str:
     digest = hashlib.sha256()
     for column in ("id", input_column):
-        digest.update(json.dumps(dataset[column]).encode())
+        digest.update(json.dumps(list(dataset[column])).encode())
     return digest.hexdigest()
 
 
@@ -116,7 +117,7 @@ def _check_rows(dataset: datasets.Dataset, input_column: str) -> None:
     missing = [c for c in ("id", input_column) if c not in dataset.column_names]
     if missing:
         raise ValueError(f"dataset has no column(s) {missing} (columns: {dataset.column_names})")
-    ids = dataset["id"]
+    ids = list(dataset["id"])
     seen: set[str] = set()
     duplicates = sorted({i for i in ids if i in seen or seen.add(i)})
     if duplicates:
@@ -126,13 +127,26 @@ def _check_rows(dataset: datasets.Dataset, input_column: str) -> None:
         raise ValueError(f"{len(empty)} rows have no {input_column!r} (first: {empty[:10]})")
 
 
+@contextmanager
+def _quiet_datasets():
+    """No per-shard 'Saving the dataset' bars inside the extraction's own progress bar."""
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
 def _save_dataset_atomically(dataset: datasets.Dataset, path: str, metadata: dict | None = None) -> None:
     """save_to_disk into a sibling temp folder, then rename it over ``path``."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     try:
-        dataset.save_to_disk(tmp)
+        with _quiet_datasets():
+            dataset.save_to_disk(tmp)
         if metadata is not None:
             from ser_hf.io import write_json_atomic
 
@@ -164,11 +178,25 @@ def load_features(path: str) -> datasets.Dataset:
     return datasets.load_from_disk(path)
 
 
+def feature_matrix(dataset: datasets.Dataset, column: str = "features") -> np.ndarray:
+    """The feature column as an N x D float32 array (an error if rows differ in width)."""
+    matrix = dataset.with_format("numpy")[column][:] if len(dataset) else np.zeros((0, 0), dtype=np.float32)
+    if matrix.ndim != 2:
+        widths = sorted({len(v) for v in dataset[column]})
+        raise ValueError(f"rows of {column!r} differ in width ({widths}); mixed feature datasets?")
+    return matrix.astype(np.float32, copy=False)
+
+
 def _shard_rows(shard: datasets.Dataset, pooled: np.ndarray) -> dict[str, list]:
-    columns: dict[str, list] = {"id": shard["id"], "features": list(pooled)}
+    columns: dict[str, list] = {"id": list(shard["id"]), "features": list(pooled)}
     for name in COPIED_COLUMNS:
-        columns[name] = shard[name] if name in shard.column_names else [None] * len(shard)
+        columns[name] = list(shard[name]) if name in shard.column_names else [None] * len(shard)
     return columns
+
+
+def shards_of_process(num_shards: int, process_index: int, num_processes: int) -> list[int]:
+    """Round-robin share of the shards: disjoint across processes, together all of them."""
+    return list(range(process_index, num_shards, num_processes))
 
 
 @torch.inference_mode()
@@ -259,7 +287,7 @@ def extract_features(
 
     num_shards = math.ceil(len(dataset) / shard_size)
     shard_path = lambda i: os.path.join(parts_dir, f"shard-{i:05d}")  # noqa: E731
-    mine = [i for i in range(state.process_index, num_shards, state.num_processes)]
+    mine = shards_of_process(num_shards, state.process_index, state.num_processes)
     todo = [i for i in mine if not os.path.isdir(shard_path(i))]
     if len(todo) < len(mine):
         logger.info("resuming: %d of %d shards already extracted", len(mine) - len(todo), len(mine))
@@ -283,10 +311,12 @@ def extract_features(
     if state.is_main_process:
         parts = [datasets.load_from_disk(shard_path(i)) for i in range(num_shards)]
         merged = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-        if merged["id"] != dataset["id"]:
+        with _quiet_datasets():
+            merged = merged.flatten_indices()
+        if list(merged["id"]) != list(dataset["id"]):
             raise RuntimeError(f"merged shards in {parts_dir} do not match the dataset's rows; rerun with resume=False")
         meta["feature_size"] = len(merged[0]["features"]) if len(merged) else 0
-        _save_dataset_atomically(merged.flatten_indices(), output_dir, meta)
+        _save_dataset_atomically(merged, output_dir, meta)
         shutil.rmtree(parts_dir, ignore_errors=True)
         logger.info("wrote %d feature vectors of size %d to %s", len(merged), meta["feature_size"], output_dir)
     state.wait_for_everyone()
@@ -311,25 +341,25 @@ def join_feature_datasets(blocks: dict[str, datasets.Dataset]) -> datasets.Datas
         widths[name] = len(ds[0]["features"]) if len(ds) else 0
     order = list(ordered_blocks(widths))
     first = blocks[order[0]]
-    ids = first["id"]
+    ids = list(first["id"])
     index_of = {}
     for name in order:
-        block_ids = blocks[name]["id"]
+        block_ids = list(blocks[name]["id"])
         index_of[name] = {row_id: i for i, row_id in enumerate(block_ids)}
         if len(index_of[name]) != len(block_ids):
             raise ValueError(f"feature block {name!r} has duplicated ids")
     for name in order[1:]:
         only_first = [i for i in ids if i not in index_of[name]]
-        only_other = [i for i in blocks[name]["id"] if i not in index_of[order[0]]]
+        only_other = [i for i in list(blocks[name]["id"]) if i not in index_of[order[0]]]
         if only_first or only_other:
             raise ValueError(
                 f"feature blocks {order[0]!r} and {name!r} cover different utterances: "
                 f"{len(only_first)} ids only in {order[0]!r} (first: {only_first[:10]}), "
                 f"{len(only_other)} ids only in {name!r} (first: {only_other[:10]})"
             )
-    features = [np.asarray(blocks[n]["features"], dtype=np.float32) for n in order]
+    features = [feature_matrix(blocks[n]) for n in order]
     vectors = [features[0]]
-    columns = {name: first[name] for name in COPIED_COLUMNS if name in first.column_names}
+    columns = {name: list(first[name]) for name in COPIED_COLUMNS if name in first.column_names}
     for k, name in enumerate(order[1:], start=1):
         rows = np.asarray([index_of[name][i] for i in ids], dtype=np.int64)
         vectors.append(features[k][rows] if len(rows) else features[k])
@@ -337,7 +367,7 @@ def join_feature_datasets(blocks: dict[str, datasets.Dataset]) -> datasets.Datas
         for column, values in columns.items():
             if column not in other.column_names:
                 continue
-            theirs = other[column]
+            theirs = list(other[column])
             bad = [ids[j] for j, r in enumerate(rows) if not _same(values[j], theirs[r])]
             if bad:
                 raise ValueError(f"feature blocks {order[0]!r} and {name!r} disagree on {column!r} for ids {bad[:10]}")
@@ -357,6 +387,7 @@ __all__ = [
     "FEATURE_COLUMNS",
     "FeatureCollator",
     "extract_features",
+    "feature_matrix",
     "feature_schema",
     "join_feature_datasets",
     "load_features",

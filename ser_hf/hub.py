@@ -83,7 +83,7 @@ _WEIGHTINGS = {
 }
 # Fields of the training arguments or model config that describe how the backbone was fine-tuned
 # (fine-tuning policy, frozen layers, LoRA); matched by name so new policies appear without edits here.
-_FINETUNING_FIELD = re.compile(r"finetun|fine_tun|lora|freeze|frozen|adapter|gradient_checkpointing")
+_FINETUNING_FIELD = re.compile(r"finetun|fine_tun|lora|freeze|frozen|adapter|checkpointing")
 _METRIC_KEY = re.compile(r"^(macro_f1|micro_f1|accuracy|uar|ccc_\w+)$")
 _SPLIT_PREFIXES = ("eval", "test", "dev", "validation", "train")
 
@@ -176,10 +176,15 @@ class SERModelCardData:
     base_model: str | None = None
     repo_id: str | None = None  # Hub id used in the usage snippets (default: model_name)
     sampling_rate: int = 16000
+    lora: bool = False  # the checkpoint holds LoRA adapters on a base model, not a full model
 
     @property
     def is_text(self) -> bool:
         return self.model_type == "ser_text"
+
+    @property
+    def _modality(self) -> str:
+        return {"ser_text": "text", "ser_speech": "speech"}.get(self.model_type, "speech and text")
 
     @property
     def pipeline_tag(self) -> str:
@@ -232,6 +237,7 @@ class SERModelCardData:
             base_model=base_model if base_model and not os.path.isdir(base_model) else None,
             repo_id=repo_id,
             sampling_rate=_get(model_config, "sampling_rate", 16000),
+            lora=bool(_get(training_args, "use_lora", False)),
         )
         modality = "text" if card.is_text else "audio"
         default_tags = [LIBRARY_NAME, "speech-emotion-recognition", "emotion-recognition", modality, *_task_tags(task)]
@@ -299,7 +305,7 @@ class SERModelCardData:
         }[self.task]
         trained_on = f" It was trained on {', '.join(_dataset_name(d) for d in self.datasets)}." if self.datasets else ""
         return (
-            f"A {'text' if self.is_text else 'speech'} emotion recognition model built with `{LIBRARY_NAME}`: it {what}."
+            f"A {self._modality} emotion recognition model built with `{LIBRARY_NAME}`: it {what}."
             f"{trained_on} Backbone: {self.backbone}."
         )
 
@@ -347,28 +353,43 @@ class SERModelCardData:
     def _usage_section(self) -> str:
         repo = self.repo_id or self.model_name
         blocks = []
-        if self.labels and not self.is_text:
+        if self.lora:
             blocks.append(
-                "With the `transformers` pipeline (importing `ser_hf.modeling` registers the model classes):\n\n"
-                "```python\nimport ser_hf.modeling\nfrom transformers import pipeline\n\n"
+                "This checkpoint holds LoRA adapters with the pooling and heads (the frozen base model is named in "
+                "`adapter_config.json`). `ser_hf.finetuning.load_ser_model(path, merge=True)` returns a plain "
+                "ser-hf model with the adapters merged; `predict` below does that for you."
+            )
+        elif self.labels and self.model_type == "ser_speech":
+            blocks.append(
+                "With the `transformers` pipeline (importing `ser_hf` registers its model classes):\n\n"
+                "```python\nimport ser_hf\nfrom transformers import pipeline\n\n"
                 "from ser_hf.data.audio import load_audio\n\n"
                 f'classifier = pipeline("audio-classification", model="{repo}")\n'
                 f'wave = load_audio("speech.wav", sampling_rate={self.sampling_rate})  # any format, rate or channels\n'
                 'print(classifier(wave, top_k=3))\n```'
             )
-        elif self.labels:
+        elif self.labels and self.is_text:
             blocks.append(
-                "With the `transformers` pipeline (importing `ser_hf.modeling` registers the model classes):\n\n"
-                "```python\nimport ser_hf.modeling\nfrom transformers import pipeline\n\n"
+                "With the `transformers` pipeline (importing `ser_hf` registers its model classes):\n\n"
+                "```python\nimport ser_hf\nfrom transformers import pipeline\n\n"
                 f'classifier = pipeline("text-classification", model="{repo}")\n'
                 'print(classifier("I cannot believe this happened!", top_k=3))\n```'
             )
-        source = "recordings and their transcripts" if self.is_text else "recordings of any length, sample rate and channel count"
+        # What else predict needs: a transcript source for models that read text, the two feature models for a fusion head.
+        extra: list[tuple[str, str]] = []
+        if self.model_type == "ser_fusion":
+            extra += [("speech_model", "path/to/fine-tuned-speech-model"), ("text_model", "path/to/fine-tuned-text-model")]
+        if self.model_type != "ser_speech":
+            extra.append(("transcripts", "transcripts.csv"))  # or asr_model="openai/whisper-large-v3"
+        call = "".join(f', {key}="{value}"' for key, value in extra)
+        flags = "".join(f" --{key} {value}" for key, value in extra)
         blocks.append(
-            f"For {source} (long files are cut into overlapping windows; per-window and per-file results):\n\n"
-            "```python\nfrom ser_hf.inference import predict\n\n"
-            f'results = predict("{repo}", ["recording.wav"])\nprint(results.files[0])\n```\n\n'
-            f"or from the shell: `ser-hf predict {repo} recording.wav --output_dir predictions`"
+            "For recordings of any length, sample rate and channel count (long files are cut into overlapping "
+            "windows; per-window and per-file results"
+            + ("; transcripts come from a CSV/JSON of file id -> text, or from an ASR model with `asr_model=`" if extra else "")
+            + "):\n\n```python\nfrom ser_hf.inference import predict\n\n"
+            f'results = predict("{repo}", ["recording.wav"]{call})\nprint(results.files[0])\n```\n\n'
+            f"or from the shell: `ser-hf predict {repo} recording.wav{flags} --output_dir predictions`"
         )
         return "## How to use\n\n" + "\n\n".join(blocks)
 
@@ -422,7 +443,19 @@ def _dataset_name(dataset_id: str) -> str:
 
 
 def _describe_backbone(config) -> tuple[str, str]:
-    """(short name, one-line detail) of the encoder."""
+    """(short name, one-line detail) of the encoder(s)."""
+    if _get(config, "input_sizes"):  # late fusion: a head on cached features
+        blocks = ", ".join(f"{name} {size}-dim" for name, size in _get(config, "input_sizes"))
+        return "fusion head", (
+            f"head on the concatenated pooled vectors of separately fine-tuned models ({blocks}); "
+            "those models are not part of this checkpoint"
+        )
+    parts = {which: _get(config, f"{which}_config") for which in ("speech", "text")}
+    if all(parts.values()):  # joint model: both encoders inside
+        described = {which: _describe_backbone(part) for which, part in parts.items()}
+        return " + ".join(d[0] for d in described.values()), "joint model; " + "; ".join(
+            f"{which}: {d[1]}" for which, d in described.items()
+        )
     backbone = _get(config, "backbone_config", None) or {}
     kind = backbone.get("model_type", "unknown")
     name = _get(config, "backbone_name_or_path", None)
@@ -500,32 +533,49 @@ def _describe_training(args, task: str) -> dict[str, str]:
     return rows
 
 
+_POLICIES = {
+    "full": "full fine-tuning (every encoder weight trains)",
+    "frozen_backbone": "frozen encoder: only pooling and heads train",
+    "freeze_feature_encoder": "CNN feature encoder frozen, transformer layers fine-tuned",
+    "freeze_bottom_layers": "feature encoder, embeddings and the lowest {n} transformer layers frozen",
+}
+# Fields described by `_describe_finetuning` itself; any other matching field is listed as it is.
+_DESCRIBED = {"finetuning_policy", "freeze_bottom_layers", "use_lora", "lora_r", "lora_alpha", "lora_dropout",
+              "lora_target_modules", "freeze_feature_encoder", "gradient_checkpointing", "gradient_checkpointing_kwargs",
+              "activation_checkpointing", "activation_checkpointing_kwargs"}
+
+
 def _describe_finetuning(config, args, trainable_parameters) -> dict[str, str]:
+    """Which encoder weights trained: the policy, LoRA settings, gradient checkpointing, trainable share."""
     rows: dict[str, str] = {}
+    policy = _get(args, "finetuning_policy")
+    if _get(args, "use_lora"):
+        rows["Fine-tuning policy"] = "LoRA: encoder weights frozen, low-rank adapters train"
+    elif policy is not None:
+        rows["Fine-tuning policy"] = _POLICIES.get(policy, policy).format(n=_get(args, "freeze_bottom_layers"))
+    elif _get(config, "freeze_feature_encoder") is not None:
+        rows["Fine-tuning policy"] = (
+            _POLICIES["freeze_feature_encoder"] if _get(config, "freeze_feature_encoder") else _POLICIES["full"]
+        )
+    if _get(args, "use_lora"):
+        targets = _get(args, "lora_target_modules")
+        rows["LoRA adapters"] = (
+            f"rank {_get(args, 'lora_r')}, alpha {_format(_get(args, 'lora_alpha'))}, dropout {_format(_get(args, 'lora_dropout'))}, "
+            f"target modules {_format(targets) if targets else 'the encoder family default'}; pooling and heads fully trained"
+        )
+    if _get(args, "activation_checkpointing") or _get(args, "gradient_checkpointing"):
+        rows["Gradient checkpointing"] = "on"
     for source in (config, args):
         for name, value in sorted(_fields(source).items()):
-            if not _FINETUNING_FIELD.search(name) or value is None or name.startswith("_"):
+            if name in _DESCRIBED or name.startswith("_") or not _FINETUNING_FIELD.search(name):
                 continue
-            if name.startswith("lora") and not _uses_lora(config, args):
-                continue
-            if isinstance(value, (dict, set)) or (name == "gradient_checkpointing_kwargs"):
+            if value is None or isinstance(value, (dict, set)):
                 continue
             rows.setdefault(name.replace("_", " ").capitalize(), _format(value))
     if trainable_parameters is not None:
         trainable, total = trainable_parameters
         rows["Trainable parameters"] = f"{trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f}%)"
     return rows
-
-
-def _uses_lora(config, args) -> bool:
-    """LoRA settings only matter when the policy is LoRA (or no policy field says otherwise)."""
-    for source in (config, args):
-        for name, value in _fields(source).items():
-            if re.search(r"finetun|fine_tun", name) and isinstance(value, str):
-                return "lora" in value.lower()
-            if name in ("use_lora", "lora") and isinstance(value, bool):
-                return value
-    return True
 
 
 def _table(header: list[str], rows) -> str:
@@ -584,8 +634,10 @@ def write_trainer_model_card(
 ) -> str:
     """The card for a `SERTrainer`'s model, arguments and logged evaluations, in ``args.output_dir``.
 
-    Takes the keyword arguments `Trainer.create_model_card` takes (``dataset_tags`` are corpus or Hub
-    dataset ids such as ``msp_podcast``; ``dataset`` is used when they are absent).
+    Takes the keyword arguments of `Trainer.create_model_card` that a SER card uses (``tasks`` and
+    ``dataset_args`` are not: the task comes from the model config). ``dataset_tags`` are corpus or Hub
+    dataset ids such as ``msp_podcast``; ``dataset`` is used when they are absent. ``eval_results``
+    overrides the scores found in the trainer's log history.
     """
     from ser_hf.trainer import count_parameters
 

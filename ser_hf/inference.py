@@ -162,16 +162,15 @@ def load_model(model_or_path, processor=None, device: str | torch.device | None 
     from ser_hf.modeling import SERFusionModel, SERJointModel, SERModelForSpeech, SERModelForText
 
     if isinstance(model_or_path, (str, os.PathLike)):
-        path = os.fspath(model_or_path)
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise ValueError(f"{path}: no config.json; give a saved ser-hf checkpoint folder")
-        from transformers import AutoConfig
+        from ser_hf.finetuning import ADAPTER_CONFIG_NAME, load_ser_model
 
-        model_type = AutoConfig.from_pretrained(path).model_type
-        classes = {c.config_class.model_type: c for c in (SERModelForSpeech, SERModelForText, SERFusionModel, SERJointModel)}
-        if model_type not in classes:
-            raise ValueError(f"{path}: not a ser-hf model (model_type {model_type!r}; expected one of {sorted(classes)})")
-        model = classes[model_type].from_pretrained(path)
+        path = os.fspath(model_or_path)
+        if not any(os.path.isfile(os.path.join(path, name)) for name in ("config.json", ADAPTER_CONFIG_NAME)):
+            raise ValueError(f"{path}: no config.json or {ADAPTER_CONFIG_NAME}; give a saved ser-hf checkpoint folder")
+        model = load_ser_model(path, merge=True)  # a LoRA checkpoint comes back with its adapters merged
+        kinds = (SERModelForSpeech, SERModelForText, SERFusionModel, SERJointModel)
+        if not isinstance(model, kinds):
+            raise ValueError(f"{path}: not a ser-hf model ({type(model).__name__}; expected one of {[k.__name__ for k in kinds]})")
     else:
         model, path = model_or_path, None
     if processor is None:
@@ -285,7 +284,10 @@ def _fusion_predictor(model, speech_model, text_model, device) -> _Predictor:
     unknown = [name for name in blocks if name not in ("audio", "text")]
     if unknown:
         raise ValueError(f"fusion blocks {unknown}: predict can compute only 'audio' and 'text' features")
+    from ser_hf.modeling import SERModelForSpeech, SERModelForText
+
     parts = {}
+    kinds = {"audio": SERModelForSpeech, "text": SERModelForText}
     for name, given, flag in (("audio", speech_model, "speech_model"), ("text", text_model, "text_model")):
         if name not in blocks:
             if given is not None:
@@ -296,6 +298,8 @@ def _fusion_predictor(model, speech_model, text_model, device) -> _Predictor:
                 f"this fusion head reads {name!r} features: pass {flag}= (the fine-tuned model they were extracted with)"
             )
         part, part_processor = load_model(*given, device) if isinstance(given, tuple) else load_model(given, None, device)
+        if not isinstance(part, kinds[name]):
+            raise ValueError(f"{flag} must be a {kinds[name].__name__}, got a {type(part).__name__}")
         width = part.pooling.output_size
         if width != blocks[name]:
             raise ValueError(f"{flag} gives {width}-dim pooled vectors; the fusion head expects {blocks[name]} for {name!r}")
@@ -348,6 +352,8 @@ _TEXT_KEYS = ("text", "transcript")
 
 
 def _pick(row: dict, keys: tuple[str, ...], path: str, where: int):
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}: entry {where} is not an object with id and text ({row!r})")
     for key in keys:
         if row.get(key) not in (None, ""):
             return row[key]
@@ -421,8 +427,9 @@ class PredictionResults:
             self._write_timelines(output_dir, timeline_min_windows)
         window_text = ["text"] if any("text" in row for row in self.windows) else []
         file_text = ["text"] if any("text" in row for row in self.files) else []
-        window_keys = ["file", "window", "start", "end", "label", *window_text]
-        file_keys = ["file", "duration", "num_windows", "label", *(["timeline"] if timeline else []), *file_text]
+        label = ["label"] if self.labels else []
+        window_keys = ["file", "window", "start", "end", *label, *window_text]
+        file_keys = ["file", "duration", "num_windows", *label, *(["timeline"] if timeline else []), *file_text]
         paths = {
             "windows_csv": os.path.join(output_dir, "windows.csv"),
             "files_csv": os.path.join(output_dir, "files.csv"),
@@ -470,6 +477,9 @@ def plot_timeline(windows: list[dict], results: PredictionResults, path: str, ti
         for column, name in enumerate(names):
             ax.plot(centres, values[:, column], marker="o", markersize=3, label=name)
         low, high = (0.0, 1.0) if panel == "probabilities" else results.attribute_range
+        if panel == "attributes":
+            for limit in (low, high):
+                ax.axhline(limit, color="0.6", linestyle="--", linewidth=0.8)
         # The scale's limits, widened when an (untrained or extrapolating) model goes beyond them.
         low, high = min(low, values.min()), max(high, values.max())
         margin = 0.03 * (high - low)

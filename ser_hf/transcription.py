@@ -302,6 +302,8 @@ def transcribe(
     in the cache for the same audio file are not run again unless ``overwrite``; new results are
     appended to the cache one batch at a time. ``generate_kwargs`` (e.g. ``{"language": "en",
     "task": "transcribe"}`` for Whisper) are passed to generation and are part of the cache key.
+    A model is known to the cache by its name or path: after retraining a local model in place,
+    pass ``overwrite=True``.
     """
     from tqdm.auto import tqdm
 

@@ -145,6 +145,20 @@ def test_failed_run_is_recorded_not_fatal(tmp_path, synthetic_corpus):
     assert (again.counts.ran, again.counts.skipped) == (0, 2)
 
 
+def test_subprocess_launcher_runs_a_fresh_interpreter(tmp_path, synthetic_corpus):
+    """The GPU launcher (python -m ser_hf.ablation RUN_DIR, one CUDA_VISIBLE_DEVICES per run), here on
+    CPU with a run that fails once its data are loaded: the failure comes back from the child."""
+    report = run_ablation(
+        base_config(), {"test_split": ["nosuch"]}, seeds=[0], output_dir=str(tmp_path / "sweep"), devices="cpu",
+        launcher="subprocess", progress=lambda line: None,
+    )
+    (row,) = report.results
+    assert (report.counts.ran, row["status"]) == (1, "failed")
+    assert row["error"].startswith("ValueError: split 'nosuch' not in corpus")
+    log = open(row["log"], encoding="utf-8").read()
+    assert "device=cpu" in log and "Traceback" in log
+
+
 # ------------------------------------------------------------------------------------------ validation
 @pytest.mark.parametrize(
     "grid, message",
@@ -271,3 +285,23 @@ def test_subsample_classes_is_deterministic_and_touches_only_listed_classes():
     with pytest.raises(ValueError, match="no rows"):
         subsample_classes(data, {"D": 0.5}, labels=["A", "B", "C", "D"])
     assert apply_imbalance(data, "none") is data
+
+
+def test_paired_effects_pair_runs_that_differ_in_one_setting():
+    from ser_hf.ablation import effects_markdown, paired_effects
+
+    scores = {("ce", "relu"): [0.30, 0.40], ("focal", "relu"): [0.35, 0.50], ("ce", "mish"): [0.32, 0.41],
+              ("focal", "mish"): [0.30, None]}
+    results = []
+    for (loss, activation), per_seed in scores.items():
+        for seed, f1 in enumerate(per_seed):
+            results.append({**_row(loss, seed, status="ok" if f1 is not None else "failed", f1=f1),
+                            "activation": activation})
+    effects = paired_effects(results, ["loss", "activation"], "macro_f1")
+    focal, mish = effects
+    # focal - ce: relu seed0 +0.05, relu seed1 +0.10, mish seed0 -0.02 (mish seed1 failed: no pair)
+    assert (focal["value"], focal["baseline"], focal["pairs"], focal["better"]) == ("focal", "ce", 3, 2)
+    assert focal["mean_diff"] == pytest.approx((0.05 + 0.10 - 0.02) / 3)
+    # mish - relu: ce +0.02, +0.01; focal seed0 -0.05
+    assert (mish["pairs"], mish["better"]) == (3, 2) and mish["mean_diff"] == pytest.approx((0.02 + 0.01 - 0.05) / 3)
+    assert "| loss=focal | loss=ce | +0.043 ± 0.060 | 2/3 |" in effects_markdown(effects, "macro_f1")

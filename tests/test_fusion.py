@@ -170,8 +170,9 @@ def test_fusion_trains_with_ser_trainer_and_round_trips(tmp_path):
     before = trainer.evaluate(test)
     trainer.train()
     after = trainer.evaluate(test)
-    assert after["eval_macro_f1"] > 0.8 and after["eval_macro_f1"] > before["eval_macro_f1"] + 0.2
-    assert after["eval_ccc_valence"] > 0.7 and after["eval_ccc_arousal"] > 0.7
+    assert after["eval_loss"] < before["eval_loss"] - 0.3 and after["eval_macro_f1"] > 0.85
+    assert before["eval_ccc_valence"] < 0.5 and before["eval_ccc_arousal"] < 0.5
+    assert after["eval_ccc_valence"] > 0.65 and after["eval_ccc_arousal"] > 0.65
 
     model.save_pretrained(tmp_path / "saved")
     loaded = AutoModel.from_pretrained(tmp_path / "saved")
@@ -193,7 +194,7 @@ def test_fuse_command_from_yaml(tmp_path, feature_dirs):
     (tmp_path / "fusion.yaml").write_text(yaml.safe_dump(config))
     assert main(["--config", str(tmp_path / "fusion.yaml"), "--activation", "mish"]) == 0
     metrics = yaml.safe_load((tmp_path / "fusion" / "test_metrics.json").read_text())
-    assert metrics["macro_f1"] > 0.8 and metrics["ccc_valence"] > 0.7 and metrics["ccc_arousal"] > 0.7
+    assert metrics["macro_f1"] > 0.85 and metrics["ccc_valence"] > 0.65 and metrics["ccc_arousal"] > 0.65
     saved = AutoModel.from_pretrained(tmp_path / "fusion")
     assert isinstance(saved, SERFusionModel) and saved.config.labels == LABELS and saved.config.activation == "mish"
 

@@ -83,15 +83,31 @@ def test_attribute_card_scale_and_ccc():
     assert 'pipeline("audio-classification"' not in card  # the pipeline needs logits; the card points to predict()
 
 
-def test_text_card_and_finetuning_policy_fields():
-    config = SERTextConfig(backbone_config=tiny_text_backbone(), labels=["pos", "neg"], backbone_name_or_path=None)
-    args = {"loss": "ce", "class_weighting": "none", "sampler": "none", "finetuning_policy": "lora", "lora_r": 8}
-    card = generate_model_card(config, args)
+def test_text_card_and_finetuning_policy(tmp_path):
+    config = SERTextConfig(backbone_config=tiny_text_backbone(), labels=["pos", "neg"])
+    lora = _args(tmp_path, use_lora=True, lora_r=4, lora_alpha=8, lora_target_modules=["query", "value"])
+    card = generate_model_card(config, lora)
     assert _metadata(card)["pipeline_tag"] == "text-classification"
-    assert "| Finetuning policy | lora |" in card and "| Lora r | 8 |" in card
+    assert "| LoRA adapters | rank 4, alpha 8, dropout 0.05, target modules query, value;" in card
+    assert "| Fine-tuning policy | LoRA: encoder weights frozen, low-rank adapters train |" in card
+    assert "load_ser_model(path, merge=True)" in card and "pipeline(" not in card  # adapters need ser-hf to load
     assert "No evaluation results were recorded" in card and "model-index" not in card
-    full = generate_model_card(config, dict(args, finetuning_policy="full"))
-    assert "| Finetuning policy | full |" in full and "Lora r" not in full  # LoRA settings only for a LoRA policy
+    bottom = generate_model_card(config, _args(tmp_path, finetuning_policy="freeze_bottom_layers", freeze_bottom_layers=3))
+    assert "lowest 3 transformer layers frozen" in bottom and "LoRA" not in bottom
+    speech = generate_model_card(_emodb_config(), _args(tmp_path, activation_checkpointing=True))
+    assert "| Fine-tuning policy | CNN feature encoder frozen, transformer layers fine-tuned |" in speech
+    assert "| Gradient checkpointing | on |" in speech
+
+
+def test_fusion_card_says_what_predict_needs():
+    from ser_hf.modeling import SERFusionConfig
+
+    config = SERFusionConfig(input_sizes={"audio": 64, "text": 32}, labels=["A", "S"], label_names={"A": "angry", "S": "sad"})
+    card = generate_model_card(config, repo_id="someone/fusion")
+    assert "speech and text emotion recognition model" in card
+    assert "audio 64-dim, text 32-dim" in card and "not part of this checkpoint" in card
+    assert "--speech_model path/to/fine-tuned-speech-model --text_model path/to/fine-tuned-text-model --transcripts" in card
+    assert "pipeline(" not in card  # a fusion head cannot read audio by itself
 
 
 def test_results_normalisation():

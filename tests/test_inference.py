@@ -212,7 +212,7 @@ def test_attribute_model_outputs_on_the_corpus_scale(tmp_path):
         assert row["attributes"] == pytest.approx({"arousal": 1.0, "valence": 4.0, "dominance": 7.0}, abs=1e-5)
         assert "label" not in row
     with open(tmp_path / "out" / "windows.csv", newline="") as handle:
-        assert list(next(csv.DictReader(handle))) == ["file", "window", "start", "end", "label", "arousal", "valence", "dominance"]
+        assert list(next(csv.DictReader(handle))) == ["file", "window", "start", "end", "arousal", "valence", "dominance"]
 
 
 # ------------------------------------------------------------------------------------------ errors and CLI
@@ -259,6 +259,12 @@ def test_text_model_with_a_transcripts_file(text_model, tmp_path):
     table = tmp_path / "transcripts.csv"
     table.write_text("id,transcript\na,I am so angry with you\nb.flac,what a lovely day\n")
     assert load_transcripts(table) == {"a": "I am so angry with you", "b.flac": "what a lovely day"}
+    as_json = tmp_path / "transcripts.json"
+    as_json.write_text(json.dumps([{"file": "a", "text": "I am so angry with you"}, {"id": "b.flac", "transcript": "what a lovely day"}]))
+    assert load_transcripts(as_json) == load_transcripts(table)
+    as_json.write_text(json.dumps([{"id": "a"}]))
+    with pytest.raises(ValueError, match=r"transcripts.json: row 0 has none of the columns \('text', 'transcript'\)"):
+        load_transcripts(as_json)
     results = predict(text_model, [a, b], transcripts=str(table))
     assert [(r["file"], r["text"], r["num_windows"]) for r in results.files] == [
         (a, "I am so angry with you", 1), (b, "what a lovely day", 1)
@@ -328,8 +334,12 @@ def test_late_fusion_head_reads_speech_and_text_features(categorical_model, text
     np.testing.assert_allclose(got, expected, atol=1e-5)
     with pytest.raises(ValueError, match="pass speech_model="):
         predict(str(tmp_path / "fusion"), [path], transcripts=table, text_model=text_model)
-    with pytest.raises(ValueError, match="expects"):
+    with pytest.raises(ValueError, match="speech_model must be a SERModelForSpeech"):
         predict(str(tmp_path / "fusion"), [path], transcripts=table, speech_model=text_model, text_model=categorical_model)
+    other = SERFusionModel(SERFusionConfig(input_sizes={"audio": speech_width + 1, "text": text_width}, labels=["A", "B"]))
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match=f"gives {speech_width}-dim pooled vectors; the fusion head expects {speech_width + 1}"):
+        predict(str(tmp_path / "other"), [path], transcripts=table, speech_model=categorical_model, text_model=text_model)
 
 
 def test_joint_model_with_asr(categorical_model, text_model, tmp_path):
@@ -364,3 +374,25 @@ def test_whisper_model_windows_fit_its_input_window(tmp_path):
     assert [(w["start"], w["end"]) for w in results.windows] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5)]
     with pytest.raises(ValueError, match="Whisper model's input window of 1 s"):
         predict(folder, [path], window_seconds=2.0)
+
+
+def test_lora_adapter_checkpoint_predicts_like_its_merged_model(categorical_model, tmp_path):
+    from ser_hf.finetuning import apply_lora, save_checkpoint
+
+    torch.manual_seed(1)
+    peft = apply_lora(SERModelForSpeech.from_pretrained(categorical_model), r=2, base_model_name_or_path=categorical_model)
+    with torch.no_grad():  # LoRA's B starts at zero; give the adapters an effect
+        for name, parameter in peft.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    extractor = build_feature_extractor(peft.config)
+    save_checkpoint(peft, tmp_path / "adapter", processor=extractor)
+    save_checkpoint(peft, tmp_path / "merged", processor=extractor, merged=True)
+    path = write_wav(tmp_path / "a.wav", _noise(1.8, 16000), 16000)
+    probs = {}
+    for name in ("adapter", "merged"):
+        results = predict(str(tmp_path / name), [path])
+        probs[name] = np.array([[w["probabilities"][n] for n in NAMES] for w in results.windows])
+    base = predict(categorical_model, [path])
+    np.testing.assert_allclose(probs["adapter"], probs["merged"], atol=1e-5)
+    assert np.abs(probs["adapter"] - np.array([[w["probabilities"][n] for n in NAMES] for w in base.windows])).max() > 1e-3

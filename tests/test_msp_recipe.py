@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "msp_podcast"
 def _load_run():
     spec = importlib.util.spec_from_file_location("msp_podcast_run", RECIPE / "run.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -45,7 +45,7 @@ def select_rows_by_split(dataset: datasets.Dataset, name: str | None) -> dataset
     if name is None or name.lower() == "none":
         return None
     wanted = name.split("+")
-    splits = dataset["split"]
+    splits = list(dataset["split"])
     present = set(splits)
     missing = [s for s in wanted if s not in present]
     if missing:
