@@ -181,6 +181,17 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
 
     labels, label_names, attribute_range = corpus_labels(data_args)
     corpus = load_data(data_args)
+    used = {
+        part
+        for name in (data_args.train_split, data_args.eval_split, data_args.test_split)
+        if name and name.lower() != "none"
+        for part in name.split("+")
+    }
+    missing = sorted(used - set(corpus))
+    if missing:
+        raise ValueError(f"split(s) {missing} not in corpus (has {list(corpus)})")
+    # Only the splits this run reads are validated (an unlabelled challenge test set may sit beside them).
+    corpus = datasets.DatasetDict({name: corpus[name] for name in corpus if name in used})
     corpus = check_data(
         corpus,
         data_args,
