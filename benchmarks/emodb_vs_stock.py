@@ -27,9 +27,10 @@ STEPS_PER_EPOCH = 27  # ceil(428 / 16)
 
 # name -> extra `ser-hf train` arguments on top of recipes/emodb/config.yaml
 VARIANTS: dict[str, list[str]] = {
-    "ser-hf wavlm ce (parity)": ["--loss", "ce", "--sampler", "none", "--pooling", "mean", "--activation", "relu"],
-    "ser-hf wavlm focal+up+mish": [],
-    "ser-hf whisper focal+up+mish": ["--config_variant", "whisper"],
+    "ser-hf wavlm ce (parity)": ["--config_variant", "wavlm", "--loss", "ce", "--sampler", "none", "--pooling", "mean",
+                                 "--activation", "relu"],
+    "ser-hf wavlm focal+up+mish": ["--config_variant", "wavlm"],
+    "ser-hf whisper focal+up+mish": [],  # the recipe default
 }
 
 
