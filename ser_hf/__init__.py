@@ -24,6 +24,11 @@ _LAZY = {
     "SpeechCollator": "ser_hf.data.collators",
     "TextCollator": "ser_hf.data.collators",
     "SERTargets": "ser_hf.data.collators",
+    "SERFusionModel": "ser_hf.modeling.fusion",
+    "SERJointModel": "ser_hf.modeling.fusion",
+    "extract_features": "ser_hf.features",
+    "predict": "ser_hf.inference",
+    "run_demo": "ser_hf.demo",
 }
 
 

@@ -216,6 +216,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     from transformers import set_seed
 
     set_seed(training_args.seed)
+    from transformers import set_seed
+
+    set_seed(training_args.seed)  # the new head (and a random encoder) are initialised from the run's seed
     model, processor = build_model(
         model_args,
         labels=labels,
@@ -249,6 +252,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
         results = {k.removeprefix("test_"): v for k, v in metrics.items()}
         if trainer.is_world_process_zero():
             write_json_atomic(os.path.join(training_args.output_dir, "test_metrics.json"), results)
+    if trainer.is_world_process_zero():
+        trainer.create_model_card(dataset_tags=[data_args.corpus], dataset=data_args.corpus)
     return results
 
 

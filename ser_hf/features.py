@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 COPIED_COLUMNS = ("label", "arousal", "valence", "dominance", "speaker", "gender", "split")
 FEATURE_COLUMNS = ("id", "features", *COPIED_COLUMNS)
 METADATA_FILE = "ser_hf_features.json"
+# What decides the vectors: a cached result with the same values is reused (paths and shard size do not matter).
+_RESULT_KEYS = ("model_fingerprint", "dataset_fingerprint", "input_column", "crop_seconds", "num_rows")
 _PARTS_META = "extraction.json"
 
 
@@ -69,7 +71,7 @@ class FeatureCollator:
     targets: SERTargets = field(default_factory=SERTargets)
     feature_column: str = "features"
 
-    def train_mode(self, seed: int | None = None) -> "FeatureCollator":
+    def train_mode(self, seed: int | None = None) -> FeatureCollator:
         """Features need no random crop; training and evaluation batches are built alike."""
         return self
 
@@ -194,6 +196,16 @@ def _shard_rows(shard: datasets.Dataset, pooled: np.ndarray) -> dict[str, list]:
     return columns
 
 
+def _distributed_state():
+    """accelerate's process state; CPU processes (``accelerate launch`` without GPUs) join one gloo group."""
+    from accelerate import PartialState
+
+    from ser_hf.training_args import _has_accelerator
+
+    on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator()
+    return PartialState(cpu=True) if on_cpu else PartialState()
+
+
 def shards_of_process(num_shards: int, process_index: int, num_processes: int) -> list[int]:
     """Round-robin share of the shards: disjoint across processes, together all of them."""
     return list(range(process_index, num_shards, num_processes))
@@ -231,7 +243,6 @@ def extract_features(
     With ``resume`` an up-to-date result or finished shards are reused; without it everything is
     recomputed. See the module docstring for cropping, sharding and distributed runs.
     """
-    from accelerate import PartialState
     from tqdm.auto import tqdm
 
     from ser_hf.experiment import build_collator
@@ -240,8 +251,10 @@ def extract_features(
     if batch_size < 1 or shard_size < 1:
         raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}")
     input_column = _input_column(model, text_column)
+    if len(dataset) == 0:
+        raise ValueError("extract_features got an empty dataset (check the split names)")
     _check_rows(dataset, input_column)
-    state = PartialState()
+    state = _distributed_state()
     config = model.config
     meta = {
         "model_name_or_path": getattr(model, "name_or_path", None) or None,
@@ -266,7 +279,7 @@ def extract_features(
             done = read_feature_metadata(output_dir)
         except (FileNotFoundError, ValueError):
             return False
-        return {k: done.get(k) for k in meta} == meta
+        return all(done.get(k) == meta[k] for k in _RESULT_KEYS)
 
     if resume and up_to_date():
         logger.info("features in %s are up to date; nothing to do", output_dir)
@@ -286,7 +299,10 @@ def extract_features(
     state.wait_for_everyone()
 
     num_shards = math.ceil(len(dataset) / shard_size)
-    shard_path = lambda i: os.path.join(parts_dir, f"shard-{i:05d}")  # noqa: E731
+
+    def shard_path(i: int) -> str:
+        return os.path.join(parts_dir, f"shard-{i:05d}")
+
     mine = shards_of_process(num_shards, state.process_index, state.num_processes)
     todo = [i for i in mine if not os.path.isdir(shard_path(i))]
     if len(todo) < len(mine):
@@ -298,14 +314,18 @@ def extract_features(
     model.eval()
     model.to(state.device)
     rows_todo = sum(min(shard_size, len(dataset) - i * shard_size) for i in todo)
+    logger.info("process %d/%d: %d rows in %d shards to extract", state.process_index, state.num_processes, rows_todo, len(todo))
     schema = feature_schema()
-    with tqdm(total=rows_todo, desc=f"extracting {input_column} features", unit="utt", disable=not (progress and state.is_local_main_process)) as bar:
-        for i in todo:
-            shard = dataset.select(range(i * shard_size, min((i + 1) * shard_size, len(dataset))))
-            pooled = _pool_shard(model, collator, shard, batch_size, num_workers, state.device, bar)
-            part = datasets.Dataset.from_dict(_shard_rows(shard, pooled), features=schema)
-            _save_dataset_atomically(part, shard_path(i))
-    model.train(was_training)
+    show = progress and state.is_local_main_process
+    try:
+        with tqdm(total=rows_todo, desc=f"extracting {input_column} features", unit="utt", disable=not show) as bar:
+            for i in todo:
+                shard = dataset.select(range(i * shard_size, min((i + 1) * shard_size, len(dataset))))
+                pooled = _pool_shard(model, collator, shard, batch_size, num_workers, state.device, bar)
+                part = datasets.Dataset.from_dict(_shard_rows(shard, pooled), features=schema)
+                _save_dataset_atomically(part, shard_path(i))
+    finally:
+        model.train(was_training)
     state.wait_for_everyone()
 
     if state.is_main_process:

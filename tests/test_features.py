@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
+import subprocess
+import sys
 
 import datasets
 import numpy as np
@@ -130,9 +134,9 @@ def test_resume_reuses_finished_shards_and_up_to_date_results(tmp_path, speech, 
     assert (resumed[:4] == 7.0).all() and not (resumed[4:] == 7.0).any()
     assert resumed.shape[0] == len(rows) and not os.path.exists(parts)
 
-    # Up to date: nothing is recomputed.
+    # Up to date: nothing is recomputed (the shard size does not change the vectors).
     counted.clear()
-    again = extract_features(model, extractor, rows, output_dir=out, shard_size=4, progress=False)
+    again = extract_features(model, extractor, rows, output_dir=out, shard_size=5, progress=False)
     assert counted == [] and (feature_matrix(again)[:4] == 7.0).all()
 
     # resume=False recomputes everything (the marked vectors disappear).
@@ -186,3 +190,31 @@ def test_extract_command(tmp_path, text, tiny_manifest, tiny_corpus, capsys):
     assert f"{expected} feature vectors of size 32" in capsys.readouterr().out
     result = load_features(str(out))
     assert sorted(set(result["split"])) == ["test", "train"] and len(result) == expected
+
+
+def test_two_processes_extract_disjoint_shares_and_match_one(tmp_path, speech, tiny_manifest):
+    """`accelerate launch` with two CPU processes: each extracts its own shards, the result equals one process's."""
+    model, extractor = speech
+    model.save_pretrained(tmp_path / "model")
+    extractor.save_pretrained(tmp_path / "model")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = ["--model", str(tmp_path / "model"), "--corpus", "manifest", "--data_path", tiny_manifest,
+            "--split", "train+dev+test", "--shard_size", "4", "--batch_size", "3"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--main_process_port", str(port), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "ser_hf.cli", "extract", *args, "--output_dir", str(tmp_path / "two")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-4000:]
+    shares = {int(m[0]): int(m[1]) for m in re.findall(r"process (\d)/2: (\d+) rows", done.stderr)}
+    assert shares == {0: 20, 1: 16}  # 36 rows in 9 shards of 4, dealt out in turn
+    assert done.stderr.count("wrote 36 feature vectors") == 1  # only the main process merges
+
+    from ser_hf.commands.extract import main
+
+    assert main([*args, "--output_dir", str(tmp_path / "one")]) == 0
+    one, two = load_features(str(tmp_path / "one")), load_features(str(tmp_path / "two"))
+    assert list(two["id"]) == list(one["id"])  # every row once, in order
+    np.testing.assert_allclose(feature_matrix(two), feature_matrix(one), atol=1e-5)

@@ -53,7 +53,7 @@ def select_rows_by_split(dataset: datasets.Dataset, name: str | None) -> dataset
     return dataset.select([i for i, s in enumerate(splits) if s in wanted])
 
 
-def _label_spec(args: FuseArguments, metas: list[dict]) -> tuple[list[str] | None, dict | None, list[float]]:
+def _label_spec(args: FuseArguments, metas: list[dict]) -> tuple[list[str] | None, dict | None, list[float] | None]:
     """Class codes, readable names and attribute range: from the arguments, the corpus, or the models."""
     from ser_hf.data.corpora import get_corpus_spec
 
@@ -61,10 +61,12 @@ def _label_spec(args: FuseArguments, metas: list[dict]) -> tuple[list[str] | Non
     labels = args.labels or (list(spec.labels) if spec and spec.labels else None)
     labels = labels or next((m["labels"] for m in metas if m.get("labels")), None)
     names = (dict(spec.label_names) if spec else None) or next((m["label_names"] for m in metas if m.get("label_names")), None)
-    attribute_range = (spec.attribute_range if spec and spec.attribute_range else None) or metas[0]["attribute_range"]
+    attribute_range = (spec.attribute_range if spec and spec.attribute_range else None) or next(
+        (m["attribute_range"] for m in metas if m.get("attribute_range")), None
+    )
     if args.task != "attributes" and not labels:
         raise ValueError(f"task={args.task!r} needs class codes: set `labels` or `corpus` (the feature models have none)")
-    return labels, names, list(attribute_range)
+    return labels, names, list(attribute_range) if attribute_range else None
 
 
 def train_fusion(args: FuseArguments, training_args: SERTrainingArguments) -> dict[str, Any]:
@@ -88,10 +90,10 @@ def train_fusion(args: FuseArguments, training_args: SERTrainingArguments) -> di
         task=args.task,
         labels=labels if args.task != "attributes" else None,
         label_names=label_names,
-        attribute_range=attribute_range,
         activation=args.activation,
         head_hidden_size=args.head_hidden_size,
         head_dropout=args.head_dropout,
+        **({"attribute_range": attribute_range} if attribute_range else {}),
     )
     model = SERFusionModel(config)
     splits = {

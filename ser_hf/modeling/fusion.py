@@ -12,8 +12,9 @@ A concatenated ``features`` tensor must follow that order (`join_feature_dataset
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -204,7 +205,7 @@ class SERJointModel(SERPreTrainedModel):
         self.post_init()
 
     @classmethod
-    def from_parts(cls, speech_model, text_model, **config_kwargs) -> "SERJointModel":
+    def from_parts(cls, speech_model, text_model, **config_kwargs) -> SERJointModel:
         """A joint model initialised from two SER models (e.g. `from_backbone` ones, or fine-tuned ones).
 
         Encoders and pooling are copied; the fused head is new. ``config_kwargs`` set the task/labels/head.
@@ -213,9 +214,7 @@ class SERJointModel(SERPreTrainedModel):
         model = cls(config)
         for mine, theirs in ((model.speech, speech_model), (model.text, text_model)):
             state = {k: v for k, v in theirs.state_dict().items() if not k.startswith(("classifier.", "regressor."))}
-            mine.load_state_dict(state, strict=True)
-        if config.part_config("speech").freeze_feature_encoder:
-            model.speech.freeze_feature_encoder()
+            mine.load_state_dict(state, strict=True)  # the speech part froze its front end if its config says so
         return model
 
     def pool(self, input_values=None, input_features=None, attention_mask=None, input_ids=None,
@@ -247,7 +246,7 @@ class JointCollator:
     speech_collator: Any
     text_collator: Any
 
-    def train_mode(self, seed: int | None = None) -> "JointCollator":
+    def train_mode(self, seed: int | None = None) -> JointCollator:
         clone = copy.copy(self)
         clone.speech_collator = self.speech_collator.train_mode(seed)
         clone.text_collator = self.text_collator.train_mode(seed)
