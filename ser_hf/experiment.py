@@ -189,7 +189,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     }
     missing = sorted(used - set(corpus))
     if missing:
-        raise ValueError(f"split(s) {missing} not in corpus (has {list(corpus)})")
+        raise ValueError(f"split {', '.join(map(repr, missing))} not in corpus (has {list(corpus)})")
     # Only the splits this run reads are validated (an unlabelled challenge test set may sit beside them).
     corpus = datasets.DatasetDict({name: corpus[name] for name in corpus if name in used})
     corpus = check_data(
