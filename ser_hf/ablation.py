@@ -335,9 +335,10 @@ def stale_runs(runs: Sequence[Run]) -> list[str]:
     stale = []
     for run in runs:
         saved = _read_json(os.path.join(run.run_dir, RESULT_FILE))
-        if saved is not None and saved.get("status") == "ok" and saved.get("config") is not None:
-            if json.loads(json.dumps(saved["config"], default=str)) != json.loads(json.dumps(_comparable(run.config), default=str)):
-                stale.append(run.run_dir)
+        if saved is None or saved.get("status") != "ok" or saved.get("config") is None:
+            continue
+        if json.loads(json.dumps(saved["config"], default=str)) != json.loads(json.dumps(_comparable(run.config), default=str)):
+            stale.append(run.run_dir)
     return stale
 
 
@@ -355,7 +356,7 @@ def execute_run(run_dir: str) -> int:
         args = parse_config(_dataclass_types(), ["--config", os.path.join(run_dir, CONFIG_FILE)])
         train(*args)
         return 0
-    except (Exception, SystemExit) as exc:  # SystemExit: argparse errors
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 -- any failure is recorded; SystemExit: argparse
         traceback.print_exc()
         message = str(exc).strip().splitlines()
         summary = f"{type(exc).__name__}: {message[0] if message else ''}"[:300]
@@ -547,29 +548,29 @@ def run_sweep(
         with lock:
             device = free.pop(0)
         try:
-            _do_run(run, runner, None if device == "cpu" and launcher == "fork" else device)
+            result = _do_run(run, runner, None if device == "cpu" and launcher == "fork" else device)
         finally:
             with lock:
                 free.append(device)
-                if runner.stopping:
-                    return
-                done = counts.ran + 1
-                counts.ran = done
-                result = _read_json(os.path.join(run.run_dir, RESULT_FILE)) or {"status": "failed", "error": "no result"}
-                if result["status"] == "ok":
-                    counts.ok += 1
-                    score = _primary_of(result["metrics"])
-                    status = "ok" + (f" {score[0]}={score[1]:.4f}" if score else "")
-                else:
-                    counts.failed += 1
-                    status = f"FAILED ({result.get('error')}; log {os.path.join(run.run_dir, LOG_FILE)})"
-                elapsed = time.time() - started
-                eta = elapsed / done * (len(todo) - done)
-                progress(
-                    f"[ablate] {done}/{len(todo)} {run.cell_label} seed={run.seed}: {status} "
-                    f"({result.get('seconds')} s) | ok {counts.ok}, failed {counts.failed}, "
-                    f"elapsed {_duration(elapsed)}, ETA {_duration(eta)}"
-                )
+        if result is None:  # the sweep was interrupted while this run trained
+            return
+        with lock:
+            done = counts.ran + 1
+            counts.ran = done
+            if result["status"] == "ok":
+                counts.ok += 1
+                score = _primary_of(result["metrics"])
+                status = "ok" + (f" {score[0]}={score[1]:.4f}" if score else "")
+            else:
+                counts.failed += 1
+                status = f"FAILED ({result.get('error')}; log {os.path.join(run.run_dir, LOG_FILE)})"
+            elapsed = time.time() - started
+            eta = elapsed / done * (len(todo) - done)
+            progress(
+                f"[ablate] {done}/{len(todo)} {run.cell_label} seed={run.seed}: {status} "
+                f"({result.get('seconds')} s) | ok {counts.ok}, failed {counts.failed}, "
+                f"elapsed {_duration(elapsed)}, ETA {_duration(eta)}"
+            )
 
     pool = ThreadPoolExecutor(max_workers=jobs)
     previous = _sigterm_as_interrupt()
@@ -601,7 +602,7 @@ def _sigterm_as_interrupt():
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
@@ -641,7 +642,7 @@ def choose_metric(results: Sequence[dict], metric: str | None = None) -> str:
     for name in ("macro_f1", "ccc_mean", *SCORE_METRICS):
         if name in present:
             return name
-    return "macro_f1" if not present else sorted(present)[0]
+    return min(present) if present else "macro_f1"
 
 
 def summarize(results: Sequence[dict], grid_keys: Sequence[str], metrics: Sequence[str]) -> list[dict]:
@@ -952,7 +953,7 @@ def run_ablation(
     device_list = resolve_devices(devices)
     write_json_atomic(
         os.path.join(output_dir, OUTPUT_FILES["plan"]),
-        {"command": command, "base_config": base, "grid": typed_grid, "fixed": typed_fixed, "seeds": seeds,
+        {"command": command, "base_config": base, "grid": list(typed_grid.items()), "fixed": typed_fixed, "seeds": seeds,
          "runs": [r.run_dir for r in runs]},
     )
     counts = SweepCounts(planned=len(runs))

@@ -68,6 +68,7 @@ def main():
         with open(os.path.join(a.out, "result.json"), "w") as handle:
             json.dump({"metrics": metrics, "world_size": args.world_size,
                        "num_predictions": int(output.predictions[0].shape[0])}, handle)
+    trainer.accelerator.end_training()  # tear the process group down before interpreter exit
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -129,10 +130,10 @@ def test_failed_run_is_recorded_not_fatal(tmp_path, synthetic_corpus):
     ok, failed = read_csv(out / OUTPUT_FILES["results"])
     assert ok["status"] == "ok" and failed["status"] == "failed"
     assert "nosuch" in failed["error"] and failed["macro_f1"] == ""
-    log = open(failed["log"], encoding="utf-8").read()
+    log = Path(failed["log"]).read_text(encoding="utf-8")
     assert "Traceback" in log and "nosuch" in log
     # The --set imbalance reached experiment.train: half of the neutral training rows were dropped.
-    ok_log = open(ok["log"], encoding="utf-8").read()
+    ok_log = Path(ok["log"]).read_text(encoding="utf-8")
     neutral = synthetic_corpus["train"]["label"].count("N")
     assert "imbalance 'N:0.5'" in ok_log and f"N {neutral}->{round(neutral / 2)}" in ok_log
     table = (out / OUTPUT_FILES["summary_md"]).read_text()
@@ -155,7 +156,7 @@ def test_subprocess_launcher_runs_a_fresh_interpreter(tmp_path, synthetic_corpus
     (row,) = report.results
     assert (report.counts.ran, row["status"]) == (1, "failed")
     assert row["error"].startswith("ValueError: split 'nosuch' not in corpus")
-    log = open(row["log"], encoding="utf-8").read()
+    log = Path(row["log"]).read_text(encoding="utf-8")
     assert "device=cpu" in log and "Traceback" in log
 
 

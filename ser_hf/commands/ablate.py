@@ -2,6 +2,9 @@
 
 Runs every grid combination x seed (each in its own process, resumable) and writes results.csv,
 summary.csv, summary.md and summary.png to --output_dir. See `ser_hf.ablation`.
+
+Exit status: 0 when every run started by this call succeeded, 1 when some failed (they are listed in
+the tables; rerunning retries them), 2 when the arguments are invalid (nothing was run).
 """
 from __future__ import annotations
 
@@ -81,4 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"ser-hf ablate: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or kill: finished runs are kept, the same command resumes
+        print("ser-hf ablate: interrupted", file=sys.stderr)
+        return 130
     return 1 if report.counts.failed else 0

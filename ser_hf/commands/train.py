@@ -18,4 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     results = train(data_args, model_args, training_args)
     if training_args.process_index == 0 and results:
         print(dump_json({"test": results}))
+    # Under accelerate launch, close the process group before the interpreter exits (a process
+    # group left to the interpreter's teardown can abort a rank at exit).
+    from accelerate import PartialState
+
+    PartialState().destroy_process_group()
     return 0

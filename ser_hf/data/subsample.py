@@ -73,7 +73,7 @@ def subsample_classes(
     for label in present:
         rows = np.flatnonzero(np.array([c == label for c in codes]))
         fraction = keep_fractions.get(label, 1.0)
-        n_keep = 0 if fraction == 0 else max(1, int(round(fraction * len(rows))))
+        n_keep = 0 if fraction == 0 else max(1, round(fraction * len(rows)))
         if n_keep < len(rows):
             rng = np.random.default_rng([seed, *label.encode("utf-8")])
             dropped = np.setdiff1d(rows, rng.choice(rows, size=n_keep, replace=False))
