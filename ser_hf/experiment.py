@@ -23,8 +23,17 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- data
 def load_data(data_args: DataArguments) -> datasets.DatasetDict:
-    """The corpus as a DatasetDict in the ser-hf schema."""
-    return load_corpus(data_args.corpus, data_args.data_path, **(data_args.corpus_options or {}))
+    """The corpus as a DatasetDict in the ser-hf schema (regrouped into one fold's splits with ``cv_folds``)."""
+    corpus = load_corpus(data_args.corpus, data_args.data_path, **(data_args.corpus_options or {}))
+    if data_args.cv_folds is not None or data_args.cv_fold is not None:
+        from ser_hf.data.folds import apply_fold
+
+        if data_args.cv_folds is None or data_args.cv_fold is None:
+            raise ValueError("cv_folds and cv_fold go together (a protocol and the held-out fold)")
+        corpus = apply_fold(
+            corpus, data_args.cv_folds, data_args.cv_fold, dev_fold=data_args.cv_dev_fold, corpus_name=data_args.corpus
+        )
+    return corpus
 
 
 def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dataset | None:
