@@ -27,15 +27,36 @@ FEATURES = datasets.Features(
 )
 
 
-def rows_to_dataset(rows: list[dict]) -> datasets.Dataset:
-    """Build a Dataset in the common schema from row dicts (missing keys become None)."""
-    columns = {name: [row.get(name) for row in rows] for name in COLUMNS}
-    return datasets.Dataset.from_dict(columns, features=FEATURES)
+# Optional columns: present only when a corpus provides them (then in every split of it).
+LABEL_DISTRIBUTION = "label_distribution"
+OPTIONAL_FEATURES = {
+    # Soft label: the raters' votes as a probability distribution over the corpus's class list
+    # (the loader's ``labels``, same order), summing to 1; None where no rater vote falls in the class set.
+    LABEL_DISTRIBUTION: datasets.Sequence(datasets.Value("float32")),
+}
+
+
+def _optional_columns(rows: list[dict]) -> list[str]:
+    return [name for name in OPTIONAL_FEATURES if any(row.get(name) is not None for row in rows)]
+
+
+def rows_to_dataset(rows: list[dict], optional: list[str] | None = None) -> datasets.Dataset:
+    """Build a Dataset in the common schema from row dicts (missing keys become None).
+
+    Optional columns (``OPTIONAL_FEATURES``) are added when named in ``optional`` or, by default,
+    when any row has a value for them.
+    """
+    optional = _optional_columns(rows) if optional is None else list(optional)
+    features = datasets.Features({**FEATURES, **{name: OPTIONAL_FEATURES[name] for name in optional}})
+    columns = {name: [row.get(name) for row in rows] for name in features}
+    return datasets.Dataset.from_dict(columns, features=features)
 
 
 def rows_to_dataset_dict(rows: list[dict]) -> datasets.DatasetDict:
-    """Group rows by their ``split`` value into a DatasetDict (keys in first-seen order)."""
+    """Group rows by their ``split`` value into a DatasetDict (keys in first-seen order); every
+    split gets the same columns."""
+    optional = _optional_columns(rows)
     by_split: dict[str, list[dict]] = {}
     for row in rows:
         by_split.setdefault(row["split"], []).append(row)
-    return datasets.DatasetDict({name: rows_to_dataset(part) for name, part in by_split.items()})
+    return datasets.DatasetDict({name: rows_to_dataset(part, optional) for name, part in by_split.items()})
