@@ -57,6 +57,13 @@ class DataArguments:
     )
     cv_fold: int | None = field(default=None, metadata={"help": "The held-out fold (0-based) of cv_folds."})
     cv_dev_fold: bool = field(default=False, metadata={"help": "Also hold out the next fold as the dev split."})
+    label_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "Map the corpus's classes onto a class set shared across corpora: 'shared' (neutral, happy, "
+            "angry, sad) or a YAML file (see ser_hf.data.label_maps). Rows of other classes are dropped and counted."
+        },
+    )
 
 
 @dataclass

@@ -41,3 +41,37 @@ def plot_summary(
         title=title or f"Test {label} by {' / '.join(row_keys)}\nmean ± std over {seeds} seed{'s' if seeds != 1 else ''}",
         ylabel=f"test {label}",
     )
+
+
+def matrix_size(num_corpora: int) -> tuple[float, float]:
+    """Figure size in inches of the cross-corpus heatmap."""
+    side = max(3.5, 0.9 * num_corpora + 2.0)
+    return side + 1.2, side + 0.6
+
+
+def plot_matrix(path: str, values: Sequence[Sequence[float]], names: Sequence[str], *, title: str) -> str:
+    """Train-corpus x test-corpus heatmap (rows train, columns test) with the score in each cell;
+    a pair without a result is grey with "n/a"."""
+    import numpy as np
+
+    from ser_hf.plotting import new_figure, save_figure
+
+    grid = np.asarray(values, dtype=float)
+    k = len(names)
+    figure = new_figure(*matrix_size(k))
+    axes = figure.subplots()
+    image = axes.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0.0, vmax=1.0, aspect="equal")
+    axes.set_facecolor("#dddddd")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    axes.set_title(title, fontsize=11)
+    axes.set_xticks(range(k), labels=names, rotation=30, ha="right", rotation_mode="anchor")
+    axes.set_yticks(range(k), labels=names)
+    axes.set_xlabel("test corpus")
+    axes.set_ylabel("training corpus")
+    for i in range(k):
+        for j in range(k):
+            value = grid[i, j]
+            text = "n/a" if math.isnan(value) else f"{value:.3f}"
+            color = "black" if math.isnan(value) or value > 0.6 else "white"
+            axes.text(j, i, text, ha="center", va="center", color=color, fontsize=10, fontweight="bold" if i == j else None)
+    return save_figure(figure, path)

@@ -50,3 +50,28 @@ def predictions_path(run_dir: str) -> str:
     from ser_hf.sweeps.runner import PREDICTIONS_FILE
 
     return os.path.join(run_dir, PREDICTIONS_FILE)
+
+
+def write_transfer_metrics(path: str, targets, data_args, model_args, training_args) -> str:
+    """Metrics of the run's saved model on each target corpus split (``targets``: mappings of data
+    arguments plus ``name`` and ``split``), written to ``path`` as ``{name: metrics}`` atomically."""
+    import dataclasses
+
+    from ser_hf.arguments import DataArguments
+    from ser_hf.experiment import evaluate_checkpoint
+    from ser_hf.io import write_json_atomic
+
+    fields = {f.name for f in dataclasses.fields(DataArguments)}
+    seconds = training_args.max_eval_audio_seconds or training_args.max_audio_seconds
+    results = {}
+    for target in targets:
+        target_args = DataArguments(**{k: v for k, v in target.items() if k in fields})
+        metrics = evaluate_checkpoint(
+            training_args.output_dir, target_args, split=target["split"], batch_size=training_args.per_device_eval_batch_size,
+            max_seconds=seconds, report=False, bootstrap_resamples=0,
+        )  # fmt: skip
+        results[target["name"]] = {
+            k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        } | {"split": target["split"], "corpus": target_args.corpus}
+    write_json_atomic(path, results)
+    return path

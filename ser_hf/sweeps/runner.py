@@ -45,6 +45,7 @@ LOG_FILE = "train.log"
 ERROR_FILE = "error.json"
 METRICS_FILE = "test_metrics.json"  # written by ser_hf.experiment.train
 PREDICTIONS_FILE = "test_predictions.csv"  # written after training when the run asks for it
+TRANSFER_FILE = "transfer_metrics.json"  # metrics on other corpora, when the run asks for them
 SWEEP_FILE = "sweep_run.json"  # what the engine asks of the child beyond training
 _PRELOAD = ["ser_hf.sweeps.predictions", "ser_hf.experiment", "ser_hf.trainer", "ser_hf.modeling", "ser_hf.data.corpora", "ser_hf.data.subsample"]
 
@@ -53,7 +54,9 @@ _PRELOAD = ["ser_hf.sweeps.predictions", "ser_hf.experiment", "ser_hf.trainer", 
 @dataclasses.dataclass(frozen=True)
 class Run:
     """One training run of a sweep: a grid cell (ordered ``(key, value)`` pairs), a seed and, for
-    cross-validation, a fold; ``save_predictions`` asks the child for ``test_predictions.csv``."""
+    cross-validation, a fold. ``save_predictions`` asks the child for ``test_predictions.csv``;
+    ``evaluate_on`` (data-argument mappings with a ``split``) for ``transfer_metrics.json``: the
+    trained model's metrics on other corpora (cross-corpus evaluation)."""
 
     cell: tuple[tuple[str, Any], ...]
     seed: int
@@ -61,6 +64,14 @@ class Run:
     config: dict
     fold: int | None = None
     save_predictions: bool = False
+    evaluate_on: tuple = ()
+
+    @property
+    def outputs(self) -> list[str]:
+        """Files the child writes; the run is finished once all exist."""
+        return [METRICS_FILE] + ([PREDICTIONS_FILE] if self.save_predictions else []) + (
+            [TRANSFER_FILE] if self.evaluate_on else []
+        )
 
     @property
     def cell_label(self) -> str:
@@ -105,8 +116,8 @@ def load_result(run: Run) -> dict | None:
     if result is not None:
         return result
     metrics = read_json(os.path.join(run.run_dir, METRICS_FILE))
-    finished = os.path.isfile(os.path.join(run.run_dir, CONFIG_FILE)) and (
-        not run.save_predictions or os.path.isfile(os.path.join(run.run_dir, PREDICTIONS_FILE))
+    finished = os.path.isfile(os.path.join(run.run_dir, CONFIG_FILE)) and all(
+        os.path.isfile(os.path.join(run.run_dir, name)) for name in run.outputs
     )
     if metrics is not None and finished:
         result = _result_record(run, "ok", metrics=metrics, seconds=None)
@@ -156,10 +167,15 @@ def execute_run(run_dir: str) -> int:
 
         args = parse_config(argument_dataclasses(), ["--config", os.path.join(run_dir, CONFIG_FILE)])
         train(*args)
-        if (read_json(os.path.join(run_dir, SWEEP_FILE)) or {}).get("save_predictions"):
+        asked = read_json(os.path.join(run_dir, SWEEP_FILE)) or {}
+        if asked.get("save_predictions"):
             from ser_hf.sweeps.predictions import write_test_predictions
 
             write_test_predictions(os.path.join(run_dir, PREDICTIONS_FILE), *args)
+        if asked.get("evaluate_on"):
+            from ser_hf.sweeps.predictions import write_transfer_metrics
+
+            write_transfer_metrics(os.path.join(run_dir, TRANSFER_FILE), asked["evaluate_on"], *args)
         return 0
     except (Exception, SystemExit) as exc:  # noqa: BLE001 -- any failure is recorded; SystemExit: argparse
         traceback.print_exc()
@@ -259,7 +275,7 @@ def _failure_reason(run: Run, code: int | None, reason: str | None) -> str:
     if code is not None and code < 0:
         return f"killed by signal {-code}" + (" (out of memory?)" if -code == 9 else "")
     if code == 0:
-        missing = METRICS_FILE if not os.path.isfile(os.path.join(run.run_dir, METRICS_FILE)) else PREDICTIONS_FILE
+        missing = next(name for name in run.outputs if not os.path.isfile(os.path.join(run.run_dir, name)))
         return f"finished without {missing}"
     return f"exit code {code}"
 
@@ -269,11 +285,11 @@ def _do_run(run: Run, launcher: _Launcher, device: str | None, tag: str = "ablat
 
     A run killed because the sweep was interrupted gets no result: it is simply unfinished."""
     os.makedirs(run.run_dir, exist_ok=True)
-    for name in (RESULT_FILE, ERROR_FILE, METRICS_FILE, PREDICTIONS_FILE):
+    for name in (RESULT_FILE, ERROR_FILE, METRICS_FILE, PREDICTIONS_FILE, TRANSFER_FILE):
         if os.path.exists(os.path.join(run.run_dir, name)):
             os.remove(os.path.join(run.run_dir, name))
     write_text_atomic(os.path.join(run.run_dir, CONFIG_FILE), yaml.safe_dump(run.config, sort_keys=False))
-    write_json_atomic(os.path.join(run.run_dir, SWEEP_FILE), {"save_predictions": run.save_predictions})
+    write_json_atomic(os.path.join(run.run_dir, SWEEP_FILE), {"save_predictions": run.save_predictions, "evaluate_on": list(run.evaluate_on)})
     with open(os.path.join(run.run_dir, LOG_FILE), "a", encoding="utf-8") as log:
         log.write(f"\n===== ser-hf {tag}: {run.cell_label} seed={run.seed}{'' if run.fold is None else f' fold={run.fold}'} device={device or 'cpu'} {time.ctime()}\n")
     start = time.time()
@@ -282,8 +298,8 @@ def _do_run(run: Run, launcher: _Launcher, device: str | None, tag: str = "ablat
     if launcher.stopping:
         return None
     metrics = read_json(os.path.join(run.run_dir, METRICS_FILE))
-    predictions_ok = not run.save_predictions or os.path.isfile(os.path.join(run.run_dir, PREDICTIONS_FILE))
-    if code == 0 and metrics is not None and predictions_ok:
+    outputs_ok = all(os.path.isfile(os.path.join(run.run_dir, name)) for name in run.outputs)
+    if code == 0 and metrics is not None and outputs_ok:
         result = _result_record(run, "ok", metrics=metrics, seconds=seconds)
     else:
         result = _result_record(run, "failed", seconds=seconds, error=_failure_reason(run, code, reason))
