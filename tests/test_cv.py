@@ -177,7 +177,7 @@ def test_killed_cv_command_resumes_without_redoing_finished_folds(tmp_path, synt
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 130, output  # interrupted, not finished: fold 1 was still to train
     finished_before = first_result.stat().st_mtime_ns
-    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "1 already finished, 1 to run now" in again.stdout
     assert first_result.stat().st_mtime_ns == finished_before
