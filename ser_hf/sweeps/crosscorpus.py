@@ -64,7 +64,7 @@ def _corpus_settings(name: str, settings: Mapping[str, Any]) -> dict:
 
 def dropped_counts(corpora: Mapping[str, dict], label_map: str) -> dict[str, dict[str, int]]:
     """Per corpus: how many labelled rows of each class the label map drops (all splits)."""
-    from ser_hf.data.corpora import load_corpus
+    from ser_hf.data.corpora import get_corpus_spec, load_corpus
     from ser_hf.data.label_maps import apply_label_map, resolve_label_map
 
     resolved = resolve_label_map(label_map)
@@ -74,7 +74,14 @@ def dropped_counts(corpora: Mapping[str, dict], label_map: str) -> dict[str, dic
         kept = sum(sum(label is not None for label in split["label"]) for split in corpus.values())
         _, dropped = apply_label_map(corpus, settings["corpus"], resolved)
         total = sum(dropped.values(), Counter())
-        out[name] = {"kept": kept - sum(total.values()), **{f"dropped {k}": v for k, v in sorted(total.items())}}
+        names = get_corpus_spec(settings["corpus"]).label_names or {}
+        out[name] = {
+            "kept": kept - sum(total.values()),
+            "dropped": sum(total.values()),
+            "dropped_classes": ", ".join(
+                f"{names.get(k, k)}{f' ({k})' if names.get(k, k) != k else ''} {v}" for k, v in sorted(total.items())
+            ),
+        }
     return out
 
 
@@ -141,11 +148,10 @@ def matrix_markdown(means: dict, names: Sequence[str], metrics: Sequence[str], *
             cells = [f"**{c}**" if a == b and c != "n/a" else c for c, b in zip(cells, names)]
             lines.append(f"| {a} | " + " | ".join(cells) + " |")
         lines.append("")
-    keys = sorted({k for counts in dropped.values() for k in counts if k != "kept"})
-    lines += ["## Rows per corpus after the label map", "", "| corpus | kept (labelled) | " + " | ".join(keys) + " |",
-              "|" + "---|" * (len(keys) + 2)]  # fmt: skip
+    lines += ["## Labelled rows per corpus after the label map (all splits)", "",
+              "| corpus | kept | dropped | dropped classes |", "|---|---|---|---|"]  # fmt: skip
     for name, counts in dropped.items():
-        lines.append(f"| {name} | {counts['kept']} | " + " | ".join(str(counts.get(k, 0)) for k in keys) + " |")
+        lines.append(f"| {name} | {counts['kept']} | {counts['dropped']} | {counts['dropped_classes'] or '-'} |")
     return "\n".join(lines) + "\n"
 
 
