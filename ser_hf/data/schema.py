@@ -27,36 +27,28 @@ FEATURES = datasets.Features(
 )
 
 
-# Optional columns: present only when a corpus provides them (then in every split of it).
-LABEL_DISTRIBUTION = "label_distribution"
-OPTIONAL_FEATURES = {
-    # Soft label: the raters' votes as a probability distribution over the corpus's class list
-    # (the loader's ``labels``, same order), summing to 1; None where no rater vote falls in the class set.
-    LABEL_DISTRIBUTION: datasets.Sequence(datasets.Value("float32")),
-}
+# Optional columns: present only when a corpus provides them (every split then carries them, so
+# splits still concatenate). ``label_distribution``: the annotators' class distribution, aligned
+# with the corpus's label list (see ser_hf.data.soft_labels); None where a row has none.
+OPTIONAL_FEATURES = {"label_distribution": datasets.Sequence(datasets.Value("float32"))}
 
 
-def _optional_columns(rows: list[dict]) -> list[str]:
-    return [name for name in OPTIONAL_FEATURES if any(row.get(name) is not None for row in rows)]
-
-
-def rows_to_dataset(rows: list[dict], optional: list[str] | None = None) -> datasets.Dataset:
+def rows_to_dataset(rows: list[dict], optional: tuple[str, ...] | None = None) -> datasets.Dataset:
     """Build a Dataset in the common schema from row dicts (missing keys become None).
 
-    Optional columns (``OPTIONAL_FEATURES``) are added when named in ``optional`` or, by default,
-    when any row has a value for them.
-    """
-    optional = _optional_columns(rows) if optional is None else list(optional)
+    Optional columns are kept when any row has a value (or when named in ``optional``)."""
+    if optional is None:
+        optional = tuple(name for name in OPTIONAL_FEATURES if any(row.get(name) is not None for row in rows))
+    names = (*COLUMNS, *optional)
+    columns = {name: [row.get(name) for row in rows] for name in names}
     features = datasets.Features({**FEATURES, **{name: OPTIONAL_FEATURES[name] for name in optional}})
-    columns = {name: [row.get(name) for row in rows] for name in features}
     return datasets.Dataset.from_dict(columns, features=features)
 
 
 def rows_to_dataset_dict(rows: list[dict]) -> datasets.DatasetDict:
-    """Group rows by their ``split`` value into a DatasetDict (keys in first-seen order); every
-    split gets the same columns."""
-    optional = _optional_columns(rows)
+    """Group rows by their ``split`` value into a DatasetDict (keys in first-seen order)."""
     by_split: dict[str, list[dict]] = {}
     for row in rows:
         by_split.setdefault(row["split"], []).append(row)
+    optional = tuple(name for name in OPTIONAL_FEATURES if any(row.get(name) is not None for row in rows))
     return datasets.DatasetDict({name: rows_to_dataset(part, optional) for name, part in by_split.items()})
