@@ -268,8 +268,9 @@ def predict_split(
     split: str = "test",
     batch_size: int = 16,
     max_seconds: float | None = None,
+    dataset: datasets.Dataset | None = None,
 ):
-    """Predictions of a saved checkpoint for *every* row of a split, in row order.
+    """Predictions of a saved checkpoint for *every* row of a split (or of ``dataset``), in row order.
 
     Rows without targets are predicted too (an unlabelled challenge test set needs a submission);
     the report leaves them out of the metrics. Runs through `Trainer.predict`, so under
@@ -288,7 +289,7 @@ def predict_split(
     config = AutoConfig.from_pretrained(model_dir)
     model_args = ModelArguments(modality="speech" if isinstance(config, SERSpeechConfig) else "text", model_name_or_path=model_dir)
     model, processor = build_model(model_args, labels=None, label_names=None, attribute_range=None)
-    dataset = select_split(load_data(data_args), split)
+    dataset = select_split(load_data(data_args), split) if dataset is None else dataset
     references_from_rows(dataset, model.config)  # an unknown class code fails before the long pass
     seconds = max_seconds or getattr(model.config, "max_audio_seconds", None)
     collator = build_collator(model, processor, max_seconds=seconds, text_column=data_args.text_column)
