@@ -215,9 +215,6 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     # Seed before the model exists: the Trainer seeds only after, so otherwise every seed shares one init.
     from transformers import set_seed
 
-    set_seed(training_args.seed)
-    from transformers import set_seed
-
     set_seed(training_args.seed)  # the new head (and a random encoder) are initialised from the run's seed
     model, processor = build_model(
         model_args,
@@ -242,7 +239,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
         data_collator=collator,
         processing_class=processor,
     )
-    train_output = trainer.train()
+    # "last" = the newest complete checkpoint in output_dir (a fresh start when there is none yet);
+    # a SIGTERM stops after saving a checkpoint and raises ser_hf.resume.TrainingPreempted.
+    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         write_json_atomic(os.path.join(training_args.output_dir, "train_metrics.json"), train_output.metrics)

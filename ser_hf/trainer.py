@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import EvalPrediction
 
 from ser_hf.data.collators import IGNORE_INDEX, SERTargets
+from ser_hf.data.randomness import EpochIndexedDataset, EpochTaggedBatchSampler
 from ser_hf.losses import build_loss
 from ser_hf.samplers import build_batch_sampler
 from ser_hf.training_args import SERTrainingArguments
@@ -124,7 +126,29 @@ class SERTrainer(Trainer):
         self.class_counts = self._class_counts()
         self.categorical_loss, self.attribute_loss = self._build_losses()
         self.add_callback(_ReseedSamplerCallback(self))
+        from ser_hf.resume import FAULT_ENV, FaultInjectionCallback, PreemptionCallback
+
+        if os.environ.get(FAULT_ENV):
+            self.add_callback(FaultInjectionCallback(self, os.environ[FAULT_ENV]))
+        self.preemption = PreemptionCallback(self)
+        self.add_callback(self.preemption)
         logger.info(describe_trainable_parameters(self.model))
+
+    # ------------------------------------------------------------------ resume
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """`Trainer.train`, with ``resume_from_checkpoint`` also accepting ``"last"`` (the newest
+        complete checkpoint in ``output_dir``; a fresh start if there is none yet).
+
+        Raises `ser_hf.resume.TrainingPreempted` when SIGTERM stopped the run after saving a checkpoint.
+        """
+        from ser_hf.resume import TrainingPreempted, resolve_resume_checkpoint
+
+        checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        output = super().train(checkpoint, *args, **kwargs)
+        if self.preemption.stopped_at is not None:
+            saved = os.path.join(self.args.output_dir, f"checkpoint-{self.preemption.stopped_at}")
+            raise TrainingPreempted(saved, self.preemption.received or "SIGTERM")
+        return output
 
     # ------------------------------------------------------------------ losses
     def _train_label_ids(self) -> np.ndarray | None:
@@ -237,11 +261,13 @@ class SERTrainer(Trainer):
     def get_train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise ValueError("SERTrainer: training requires a train_dataset")
-        sampler = self.build_train_batch_sampler()
+        # Rows reach the collator tagged with (epoch, index) so their random draws are pure functions
+        # of them (ser_hf.data.randomness): resumed runs and skipped batches need no replay.
+        sampler = EpochTaggedBatchSampler(self.build_train_batch_sampler())
         self._train_batch_sampler = sampler
         collator = self.data_collator.train_mode(seed=self.args.seed) if hasattr(self.data_collator, "train_mode") else self.data_collator
         loader = DataLoader(
-            self.train_dataset,
+            EpochIndexedDataset(self.train_dataset),
             batch_sampler=sampler,
             collate_fn=collator,
             num_workers=self.args.dataloader_num_workers,

@@ -7,6 +7,7 @@ or into a cheap header fact lives here so loaders, validation and collators agre
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import NamedTuple
@@ -138,10 +139,18 @@ def load_audio(path, sampling_rate: int = 16000) -> np.ndarray:
     else:
         with handle:
             rate = int(handle.samplerate)
-            try:
-                wave = handle.read(dtype="float32", always_2d=True).mean(axis=1)  # (time, ch) -> mono
-            except sf.LibsndfileError as exc:
-                raise AudioError(path, f"corrupt audio data ({exc})") from exc
+            wave = _read_mono(handle, path)
+    return _finish(wave, rate, sampling_rate, path)
+
+
+def _read_mono(handle: sf.SoundFile, path: str, frames: int = -1) -> np.ndarray:
+    try:
+        return handle.read(frames, dtype="float32", always_2d=True).mean(axis=1)  # (time, ch) -> mono
+    except sf.LibsndfileError as exc:
+        raise AudioError(path, f"corrupt audio data ({exc})") from exc
+
+
+def _finish(wave: np.ndarray, rate: int, sampling_rate: int, path: str) -> np.ndarray:
     if wave.size == 0:
         raise AudioError(path, "empty audio (0 frames)")
     if not np.isfinite(wave).all():
@@ -149,6 +158,45 @@ def load_audio(path, sampling_rate: int = 16000) -> np.ndarray:
     if rate != sampling_rate:
         wave = soxr.resample(wave, rate, sampling_rate)
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+# Extra source frames read on each side of a resampled window, so the resampler's filter has context.
+_RESAMPLE_MARGIN = 64
+
+
+def load_audio_crop(
+    path, sampling_rate: int, max_samples: int | None, *, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """At most ``max_samples`` samples of ``path`` at ``sampling_rate``, reading only those frames.
+
+    Why: a 10-minute file cropped to 12 s should cost 12 s of decoding and memory, not 10 minutes.
+    ``rng`` draws a random window (training); without it the window starts at the beginning
+    (deterministic). The window is placed on the target-rate timeline, then read by seeking in the
+    source file; only formats libsndfile cannot seek (the librosa fallback) are decoded whole.
+    """
+    if max_samples is not None and max_samples <= 0:
+        raise ValueError(f"max_samples must be positive, got {max_samples}")
+    path = _require_file(path)
+    handle = _open_or_none(path)
+    if handle is None:
+        return crop(load_audio(path, sampling_rate), max_samples, random=rng is not None, rng=rng)
+    with handle:
+        rate, frames = int(handle.samplerate), int(handle.frames)
+        length = frames if rate == sampling_rate else int(math.ceil(frames * sampling_rate / rate))
+        if max_samples is None or length <= max_samples or not handle.seekable():
+            wave = _finish(_read_mono(handle, path), rate, sampling_rate, path)
+            return crop(wave, max_samples, random=rng is not None, rng=rng)
+        start = int(rng.integers(0, length - max_samples + 1)) if rng is not None else 0
+        if rate == sampling_rate:
+            handle.seek(start)
+            return _finish(_read_mono(handle, path, max_samples), rate, sampling_rate, path)
+        source_start = int(start * rate // sampling_rate)
+        margin = min(_RESAMPLE_MARGIN, source_start)
+        source_frames = int(math.ceil(max_samples * rate / sampling_rate)) + margin + _RESAMPLE_MARGIN
+        handle.seek(source_start - margin)
+        wave = _finish(_read_mono(handle, path, source_frames), rate, sampling_rate, path)
+        skip = int(round(margin * sampling_rate / rate))
+        return np.ascontiguousarray(wave[skip : skip + max_samples])
 
 
 def crop(
