@@ -19,6 +19,7 @@ from ser_hf.samplers import build_batch_sampler
 from ser_hf.training_args import SERTrainingArguments
 
 logger = logging.getLogger(__name__)
+STAGING_FOLDER = ".tmp-final-model"
 
 
 def compute_ser_metrics(config, eval_prediction: EvalPrediction) -> dict[str, float]:
@@ -149,6 +150,29 @@ class SERTrainer(Trainer):
             saved = os.path.join(self.args.output_dir, f"checkpoint-{self.preemption.stopped_at}")
             raise TrainingPreempted(saved, self.preemption.received or "SIGTERM")
         return output
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Save the final model atomically: written to ``<output_dir>/.tmp-final-model`` and each file
+        then renamed into ``output_dir`` (weights first, ``config.json`` last), so a later step never
+        reads a half-written weights file. A staging folder left by a killed run is cleared first.
+        Checkpoints (``_internal_call``) are saved as the Trainer does; `ser_hf.resume` skips
+        incomplete ones."""
+        if _internal_call:
+            return super().save_model(output_dir, _internal_call)
+        from ser_hf.io import publish_folder
+
+        output_dir = output_dir or self.args.output_dir
+        staging = os.path.join(output_dir, STAGING_FOLDER)
+        if self.args.should_save and os.path.isdir(staging):
+            import shutil
+
+            shutil.rmtree(staging)
+        self.accelerator.wait_for_everyone()
+        super().save_model(staging, _internal_call)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            publish_folder(staging, output_dir)
+        self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ losses
     def _train_label_ids(self) -> np.ndarray | None:
