@@ -229,6 +229,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     )
     if isinstance(collator, SpeechCollator):
         collator.train_max_seconds = training_args.max_audio_seconds
+        collator.window_long_inputs = True  # long eval/test utterances are scored whole (windowed), not cut
     if eval_set is None and training_args.eval_strategy != "no":
         raise ValueError("eval_strategy needs an eval_split")
     trainer = SERTrainer(
@@ -288,6 +289,8 @@ def predict_split(
     seconds = max_seconds or getattr(model.config, "max_audio_seconds", None)
     collator = build_collator(model, processor, max_seconds=seconds, text_column=data_args.text_column)
     collator = dataclasses.replace(collator, targets=SERTargets())  # inputs only: nothing to compute a loss on
+    if isinstance(collator, SpeechCollator):
+        collator.window_long_inputs = True  # an utterance longer than the window is scored whole, windowed
     with tempfile.TemporaryDirectory(prefix="ser-hf-predict-") as scratch:
         args = SERTrainingArguments(output_dir=scratch, per_device_eval_batch_size=batch_size, report_to=[])
         trainer = SERTrainer(model=model, args=args, data_collator=collator, processing_class=processor)

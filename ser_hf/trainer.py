@@ -15,6 +15,8 @@ from transformers.trainer_utils import EvalPrediction
 from ser_hf.data.collators import IGNORE_INDEX, SERTargets
 from ser_hf.data.randomness import EpochIndexedDataset, EpochTaggedBatchSampler
 from ser_hf.losses import build_loss
+from ser_hf.modeling.parameters import count_parameters  # noqa: F401  (kept importable from here)
+from ser_hf.modeling.parameters import parameter_part as _parameter_part
 from ser_hf.samplers import build_batch_sampler
 from ser_hf.training_args import SERTrainingArguments
 
@@ -64,15 +66,16 @@ def _label_names(config) -> list[str]:
     return (["labels"] if config.has_categorical else []) + (["attribute_labels"] if config.has_attributes else [])
 
 
+def _batch_rows(inputs, label_names) -> int:
+    for name in (*label_names, "input_values", "input_features", "input_ids"):
+        value = inputs.get(name)
+        if value is not None and hasattr(value, "shape"):
+            return int(value.shape[0])
+    return 0
+
+
 def default_metric_for_best_model(config) -> str:
     return "macro_f1" if config.has_categorical else "ccc_mean"
-
-
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, total
 
 
 class _ReseedSamplerCallback(TrainerCallback):
@@ -220,6 +223,17 @@ class SERTrainer(Trainer):
         labels = inputs.pop("labels", None)
         attribute_labels = inputs.pop("attribute_labels", None)
         outputs = model(**inputs)
+        loss = self._loss(model, outputs, labels, attribute_labels)
+        if return_outputs:
+            kept = {"loss": loss}
+            if outputs.logits is not None:
+                kept["logits"] = outputs.logits
+            if outputs.attributes is not None:
+                kept["attributes"] = outputs.attributes
+            return loss, kept
+        return loss
+
+    def _loss(self, model, outputs, labels, attribute_labels) -> torch.Tensor:
         unwrapped = self.accelerator.unwrap_model(model)
         loss = None
         if self.categorical_loss is not None and labels is not None:
@@ -230,14 +244,73 @@ class SERTrainer(Trainer):
             loss = term if loss is None else loss + term
         if loss is None:
             raise ValueError("batch has no labels for this model's task")
-        if return_outputs:
-            kept = {"loss": loss}
-            if outputs.logits is not None:
-                kept["logits"] = outputs.logits
-            if outputs.attributes is not None:
-                kept["attributes"] = outputs.attributes
-            return loss, kept
         return loss
+
+    # ------------------------------------------------------------------ evaluation of long utterances
+    def evaluation_loop(self, *args, **kwargs):
+        self._windowed_rows = 0
+        self._evaluated_rows = 0
+        output = super().evaluation_loop(*args, **kwargs)
+        if self._windowed_rows:
+            window = getattr(self.data_collator, "max_seconds", None)
+            logger.info(
+                "%d of %d evaluated utterances are longer than the %s s evaluation window: each was scored whole, "
+                "as overlapping windows whose class probabilities and attributes were averaged (weighted by length)",
+                self._windowed_rows, self._evaluated_rows, window,
+            )
+        return output
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Batches with ``window_rows`` (see `SpeechCollator.window_long_inputs`) hold several windows
+        of a long utterance: the windows run through the model in chunks and each utterance's outputs
+        are the length-weighted mean of its windows' (probabilities for classes, then logged back to
+        logits; attributes directly), as ``ser-hf predict`` does for a file."""
+        rows = inputs.get("window_rows")
+        if rows is None:
+            self._evaluated_rows = getattr(self, "_evaluated_rows", 0) + _batch_rows(inputs, self.label_names)
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        rows, weights = inputs.pop("window_rows"), inputs.pop("window_weights")
+        targets = {name: inputs.pop(name) for name in ("labels", "attribute_labels") if name in inputs}
+        num_rows = int(rows.max().item()) + 1
+        self._windowed_rows = getattr(self, "_windowed_rows", 0) + int((torch.bincount(rows, minlength=num_rows) > 1).sum())
+        self._evaluated_rows = getattr(self, "_evaluated_rows", 0) + num_rows
+        chunk = max(1, self.args.per_device_eval_batch_size)
+        with torch.no_grad():
+            parts = [
+                model(**{k: v[i : i + chunk] for k, v in inputs.items()}) for i in range(0, len(rows), chunk)
+            ]
+            mix = torch.zeros(num_rows, len(rows), device=weights.device, dtype=torch.float32)
+            mix[rows, torch.arange(len(rows), device=rows.device)] = weights
+            mix = mix / mix.sum(dim=1, keepdim=True)
+
+            def pooled(name):
+                values = [getattr(p, name) for p in parts]
+                return None if values[0] is None else mix @ torch.cat(values).float()
+
+            logits = pooled("logits")
+            if logits is not None:
+                probabilities = mix @ torch.softmax(torch.cat([p.logits for p in parts]).float(), dim=-1)
+                logits = torch.log(probabilities.clamp_min(torch.finfo(torch.float32).tiny))
+            from ser_hf.modeling.base import SEROutput
+
+            outputs = SEROutput(
+                logits=logits, attributes=pooled("attributes"), attributes_normalized=pooled("attributes_normalized")
+            )
+            has_labels = bool(targets) and all(targets.get(name) is not None for name in self.label_names)
+            loss = (
+                self._loss(model, outputs, targets.get("labels"), targets.get("attribute_labels")).detach()
+                if has_labels else None
+            )
+        if prediction_loss_only:
+            return loss, None, None
+        ignore = set(ignore_keys or [])
+        predicted = tuple(v for k, v in (("logits", outputs.logits), ("attributes", outputs.attributes))
+                          if v is not None and k not in ignore)
+        labels = tuple(targets.get(name) for name in self.label_names) if has_labels else None
+        if labels is not None and len(labels) == 1:
+            labels = labels[0]
+        return loss, (predicted[0] if len(predicted) == 1 else predicted), labels
 
     # ------------------------------------------------------------------ data
     def _train_lengths(self) -> list[float] | None:
@@ -345,13 +418,3 @@ class SERTrainer(Trainer):
         optimizer_kwargs.pop("lr", None)
         self.optimizer = optimizer_cls(param_groups, lr=args.learning_rate, **optimizer_kwargs)
         return self.optimizer
-
-
-def _parameter_part(name: str) -> str:
-    """Which learning-rate group a parameter belongs to, from its name."""
-    parts = name.split(".")
-    if "backbone" in parts:
-        return "backbone"
-    if "pooling" in parts or "layer_weights" in parts:
-        return "pooling"
-    return "head"

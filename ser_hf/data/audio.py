@@ -190,13 +190,28 @@ def load_audio_crop(
         if rate == sampling_rate:
             handle.seek(start)
             return _finish(_read_mono(handle, path, max_samples), rate, sampling_rate, path)
-        source_start = int(start * rate // sampling_rate)
-        margin = min(_RESAMPLE_MARGIN, source_start)
-        source_frames = int(math.ceil(max_samples * rate / sampling_rate)) + margin + _RESAMPLE_MARGIN
-        handle.seek(source_start - margin)
+        # Read from a source frame whose position on the target timeline is a whole sample (a multiple
+        # of rate / gcd), a margin early, so the window's samples line up with the whole-file resampling.
+        step = rate // math.gcd(rate, sampling_rate)
+        source_start = max(0, (start * rate // sampling_rate - _RESAMPLE_MARGIN) // step * step)
+        skip = start - source_start * sampling_rate // rate
+        source_frames = int(math.ceil((skip + max_samples) * rate / sampling_rate)) + _RESAMPLE_MARGIN
+        handle.seek(source_start)
         wave = _finish(_read_mono(handle, path, source_frames), rate, sampling_rate, path)
-        skip = int(round(margin * sampling_rate / rate))
         return np.ascontiguousarray(wave[skip : skip + max_samples])
+
+
+def window_bounds(num_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
+    """Window (start, end) samples for a recording of ``num_samples``: every ``hop`` while a full window
+    fits, then one last full window aligned to the end so the tail is covered; one short window for a
+    recording shorter than ``window``. Shared by ``predict`` (streamed windows) and evaluation of long
+    utterances, so both score a recording the same way."""
+    if num_samples <= window:
+        return [(0, num_samples)]
+    bounds = [(start, start + window) for start in range(0, num_samples - window + 1, hop)]
+    if bounds[-1][1] < num_samples:
+        bounds.append((num_samples - window, num_samples))
+    return bounds
 
 
 def crop(

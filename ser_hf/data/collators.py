@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ser_hf.data.audio import load_audio_crop
+from ser_hf.data.audio import load_audio, load_audio_crop, window_bounds
 from ser_hf.data.randomness import example_generator, row_generator
 from ser_hf.data.schema import ATTRIBUTES
 
@@ -84,6 +84,11 @@ class SpeechCollator:
     random_crop: bool = False
     seed: int = 0
     train_max_seconds: float | None = None  # training crop when different from the eval one
+    # Evaluation of utterances longer than ``max_seconds``: score the whole utterance as windows of
+    # ``max_seconds`` (hop ``window_hop`` of a window, as ``predict`` does) and let `SERTrainer`
+    # average them, instead of scoring only the first window. Off for feature extraction.
+    window_long_inputs: bool = False
+    window_hop: float = 0.5
 
     def train_mode(self, seed: int | None = None) -> "SpeechCollator":
         """A copy that crops at random (for the training dataloader)."""
@@ -91,6 +96,7 @@ class SpeechCollator:
         clone.random_crop = True
         clone.max_seconds = self.train_max_seconds or self.max_seconds
         clone.seed = self.seed if seed is None else seed
+        clone.window_long_inputs = False
         return clone
 
     def crop_generator(self, row: dict) -> np.random.Generator | None:
@@ -108,8 +114,14 @@ class SpeechCollator:
         return load_audio_crop(row["audio"], self.sampling_rate, max_samples, rng=self.crop_generator(row))
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        waves = [self.load(row) for row in rows]
-        batch = dict(
+        if self.window_long_inputs and not self.random_crop and self.max_seconds:
+            return self._windowed(rows)
+        batch = self._features([self.load(row) for row in rows])
+        batch.update(self.targets(rows))
+        return batch
+
+    def _features(self, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        return dict(
             self.feature_extractor(
                 waves,
                 sampling_rate=self.sampling_rate,
@@ -118,6 +130,23 @@ class SpeechCollator:
                 return_tensors="pt",
             )
         )
+
+    def _windowed(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        """Whole utterances; a long one becomes several windows. Adds ``window_rows`` (the row of each
+        window) and ``window_weights`` (its length) when any row has more than one window."""
+        window = int(self.max_seconds * self.sampling_rate)
+        hop = max(1, int(window * self.window_hop))
+        waves, owners, lengths = [], [], []
+        for k, row in enumerate(rows):
+            wave = load_audio(row["audio"], self.sampling_rate)
+            for start, end in window_bounds(len(wave), window, hop):
+                waves.append(wave[start:end])
+                owners.append(k)
+                lengths.append(end - start)
+        batch = self._features(waves)
+        if len(waves) > len(rows):
+            batch["window_rows"] = torch.tensor(owners, dtype=torch.long)
+            batch["window_weights"] = torch.tensor(lengths, dtype=torch.float32)
         batch.update(self.targets(rows))
         return batch
 
