@@ -2,9 +2,9 @@
 
 Training crops (12 s, the IS2025 setting) are read by seeking in the file (`load_audio_crop`), so a
 long recording should cost what its crop costs. Three runs of the same tiny training (WavLM-class
-tiny encoder, 12 short clips, 4 steps of 4, every row drawn once):
+tiny encoder, 12 clips of 12-15 s, 4 steps of 4, every row drawn once):
 
-* ``without``: the 12 short clips;
+* ``without``: the 12 clips (each at least a crop long, so every batch has the same shape in all runs);
 * ``with``: the same plus one 10-minute 48 kHz stereo 16-bit WAV (the long file is drawn in training);
 * ``with_decode_then_slice`` (baseline, in the same run): as ``with``, but the collator decodes the
   whole file and then slices the crop, as ser-hf did before.
@@ -43,14 +43,16 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def write_manifest(folder: str, long_wav: str | None) -> str:
+def write_manifest(folder: str, long_wav: str | None, crop_seconds: float) -> str:
+    """12 clips at least one crop long (so every batch is crop-sized with or without the long file,
+    and the runs differ only in the long file's length), plus the long file if given."""
     rng = np.random.default_rng(0)
     rows = []
     for k in range(12):
         label = "abc"[k % 3]
         path = os.path.join(folder, f"clip{k}.wav")
         if not os.path.exists(path):
-            t = np.arange(int(rng.uniform(1.0, 3.0) * 16000)) / 16000
+            t = np.arange(int(rng.uniform(crop_seconds, crop_seconds + 3.0) * 16000)) / 16000
             sf.write(path, (0.3 * np.sin(2 * np.pi * (150 + 100 * (k % 3)) * t)).astype(np.float32), 16000)
         rows.append({"id": f"clip{k}", "audio": path, "label": label, "split": "train"})
     if long_wav:
@@ -99,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ser-hf-train-rss-") as tmp:
         long_wav = os.path.join(tmp, "long.wav")
         write_long_wav(long_wav, args.minutes, args.sampling_rate, args.channels)
-        without = write_manifest(tmp, None)
-        with_long = write_manifest(tmp, long_wav)
+        without = write_manifest(tmp, None, args.crop_seconds)
+        with_long = write_manifest(tmp, long_wav, args.crop_seconds)
         cli = [sys.executable, "-m", "ser_hf.cli", "train", "--config"]
         variants = {
             "without": cli + [write_config(tmp, without, "without", args.crop_seconds)],

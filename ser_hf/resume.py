@@ -24,7 +24,8 @@ PREEMPTED_EXIT_CODE = 75
 LAST = ("last", "true", "latest")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Test hook: "SIGKILL@N" kills every process right after checkpoint N is saved; "SIGTERM@N" sends
-# SIGTERM to each process at the end of step N. Used by tests/test_resume.py to interrupt a real run.
+# SIGTERM to each process ("SIGTERM@N:R": to rank R only) at the end of step N. Used by
+# tests/test_resume.py and tests/test_msp_recipe.py to interrupt a real run.
 FAULT_ENV = "SER_HF_TEST_SIGNAL"
 
 
@@ -161,14 +162,17 @@ class FaultInjectionCallback(TrainerCallback):
     """Test hook (``SER_HF_TEST_SIGNAL``): interrupt a real run at a chosen step, as a scheduler would."""
 
     def __init__(self, trainer, spec: str):
-        name, _, step = spec.partition("@")
-        if name not in ("SIGKILL", "SIGTERM") or not step.isdigit():
-            raise ValueError(f"{FAULT_ENV}={spec!r}: expected SIGKILL@STEP or SIGTERM@STEP")
+        name, _, rest = spec.partition("@")
+        step, _, rank = rest.partition(":")
+        if name not in ("SIGKILL", "SIGTERM") or not step.isdigit() or (rank and not rank.isdigit()):
+            raise ValueError(f"{FAULT_ENV}={spec!r}: expected SIGKILL@STEP or SIGTERM@STEP[:RANK]")
         self.trainer, self.signal_name, self.step = trainer, name, int(step)
+        self.rank = int(rank) if rank else None  # SIGTERM to one process only (the others must follow)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.signal_name == "SIGTERM" and state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+            if self.rank is None or self.rank == args.process_index:
+                os.kill(os.getpid(), signal.SIGTERM)
 
     def on_save(self, args, state, control, **kwargs):
         if self.signal_name == "SIGKILL" and state.global_step == self.step:

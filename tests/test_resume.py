@@ -140,8 +140,9 @@ def test_resume_last_without_checkpoints_starts_fresh_and_bad_path_is_an_error(t
         resolve_resume_checkpoint(str(half), str(tmp_path))
 
 
-def test_two_processes_kill_9_then_resume_gives_identical_weights(tiny_manifest, tmp_path):
-    """Two CPU processes (gloo), 2 rows each per step: kill -9 both after checkpoint-3, resume `last`."""
+def test_two_processes_kill_9_then_sigterm_then_resume_gives_identical_weights(tiny_manifest, tmp_path):
+    """Two CPU processes (gloo), 2 rows each per step: kill -9 both after checkpoint-3, resume `last`
+    until SIGTERM reaches rank 1 only at step 7 (both ranks stop and save at that step), resume `last`."""
     ref, out = tmp_path / "reference", tmp_path / "run"
     reference = _start(_config(tmp_path / "ref.yaml", tiny_manifest, ref, per_device_train_batch_size=2), processes=2)
     config = _config(tmp_path / "config.yaml", tiny_manifest, out, per_device_train_batch_size=2)
@@ -149,6 +150,11 @@ def test_two_processes_kill_9_then_resume_gives_identical_weights(tiny_manifest,
     assert killed.returncode != 0
     assert _checkpoints(out) == ["checkpoint-3"] and not (out / "model.safetensors").exists()
     assert {"rng_state_0.pth", "rng_state_1.pth"} <= set(os.listdir(out / "checkpoint-3"))
+    stopped = _train(config, "--resume_from_checkpoint", "last", processes=2, SER_HF_TEST_SIGNAL="SIGTERM@7:1")
+    assert stopped.returncode != 0 and stopped.stderr.count("received SIGTERM") == 1, stopped.stderr[-4000:]
+    assert stopped.stderr.count("rerun the same command with --resume_from_checkpoint last") == 2  # both ranks stopped
+    assert _checkpoints(out) == ["checkpoint-3", "checkpoint-6", "checkpoint-7"]
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= set(os.listdir(out / "checkpoint-7"))
     _ok(_train(config, "--resume_from_checkpoint", "last", processes=2))
     _ok(_wait(reference))
     assert_same_weights(out, ref)
