@@ -17,6 +17,8 @@ COMMANDS: dict[str, str] = {
     "fuse": "Train the fusion head on cached audio and text features.",
     "predict": "Run a trained model on audio files or folders (long files in windows).",
     "ablate": "Run a grid of training strategies over seeds and tabulate the results.",
+    "cv": "Cross-validate: every fold of a protocol (leave-one-speaker/session-out, K folds) as its own run; pooled results.",
+    "crosscorpus": "Train on corpus A, test on corpus B for every pair on a shared class set; matrix + heatmap.",
     "demo": "Run the whole pipeline on the embedded synthetic corpus with tiny models.",
 }
 

@@ -23,8 +23,21 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- data
 def load_data(data_args: DataArguments) -> datasets.DatasetDict:
-    """The corpus as a DatasetDict in the ser-hf schema."""
-    return load_corpus(data_args.corpus, data_args.data_path, **(data_args.corpus_options or {}))
+    """The corpus as a DatasetDict in the ser-hf schema (regrouped into one fold's splits with ``cv_folds``)."""
+    corpus = load_corpus(data_args.corpus, data_args.data_path, **(data_args.corpus_options or {}))
+    if data_args.label_map:
+        from ser_hf.data.label_maps import apply_label_map, resolve_label_map
+
+        corpus, _ = apply_label_map(corpus, data_args.corpus, resolve_label_map(data_args.label_map))
+    if data_args.cv_folds is not None or data_args.cv_fold is not None:
+        from ser_hf.data.folds import apply_fold
+
+        if data_args.cv_folds is None or data_args.cv_fold is None:
+            raise ValueError("cv_folds and cv_fold go together (a protocol and the held-out fold)")
+        corpus = apply_fold(
+            corpus, data_args.cv_folds, data_args.cv_fold, dev_fold=data_args.cv_dev_fold, corpus_name=data_args.corpus
+        )
+    return corpus
 
 
 def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dataset | None:
@@ -42,6 +55,14 @@ def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dat
 def corpus_labels(data_args: DataArguments) -> tuple[list[str] | None, dict | None, tuple[float, float] | None]:
     """(class codes, readable names, attribute range) for the configured corpus."""
     spec = get_corpus_spec(data_args.corpus)
+    if data_args.label_map:
+        from ser_hf.data.label_maps import resolve_label_map
+
+        shared = list(resolve_label_map(data_args.label_map).classes)
+        if data_args.labels and list(data_args.labels) != shared:
+            raise ValueError(f"labels {list(data_args.labels)} disagree with label_map {data_args.label_map!r} classes {shared}")
+        attribute_range = tuple(data_args.attribute_range) if data_args.attribute_range else spec.attribute_range
+        return shared, {name: name for name in shared}, attribute_range
     labels = list(data_args.labels) if data_args.labels else (list(spec.labels) if spec.labels else None)
     attribute_range = tuple(data_args.attribute_range) if data_args.attribute_range else spec.attribute_range
     return labels, spec.label_names, attribute_range
