@@ -153,37 +153,63 @@ def stream_windows(blocks: Iterable[np.ndarray], window: int, hop: int) -> Itera
 
 
 # ---------------------------------------------------------------------------------------------- models
-def load_model(model_or_path, processor=None, device: str | torch.device | None = None):
+def load_model(model_or_path, processor=None, device: str | torch.device | None = None, backend: str = "auto"):
     """(model, processor) on ``device`` in eval mode, from a checkpoint folder or a model object.
 
     Speech and text models come with their feature extractor or tokenizer; a joint model with a
     ``(feature_extractor, tokenizer)`` pair; a fusion head with ``None`` (it reads features).
+    ``backend``: ``"torch"``, ``"onnx"`` (a folder written by ``ser-hf export``, run by
+    onnxruntime) or ``"auto"`` (onnx for an export folder, torch otherwise).
     """
+    from ser_hf.export.onnx import is_onnx_export
     from ser_hf.modeling import SERFusionModel, SERJointModel, SERModelForSpeech, SERModelForText
 
-    if isinstance(model_or_path, (str, os.PathLike)):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    path = os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else None
+    onnx_folder = path is not None and is_onnx_export(path)
+    if backend == "onnx" or (backend == "auto" and onnx_folder):
+        if path is None or not onnx_folder:
+            raise ValueError(f"backend='onnx' needs a folder written by `ser-hf export --format onnx`, got {model_or_path!r}")
+        from ser_hf.export.onnx_runtime import ORTSERModel
+
+        model = ORTSERModel(path)
+        if processor is None:
+            processor = _processor_for(model, path)
+        return model.to(device or "cpu"), processor
+    if path is not None:
         from ser_hf.finetuning import ADAPTER_CONFIG_NAME, load_ser_model
 
-        path = os.fspath(model_or_path)
         if not any(os.path.isfile(os.path.join(path, name)) for name in ("config.json", ADAPTER_CONFIG_NAME)):
             raise ValueError(f"{path}: no config.json or {ADAPTER_CONFIG_NAME}; give a saved ser-hf checkpoint folder")
+        if onnx_folder:
+            raise ValueError(f"{path} is an ONNX export (no PyTorch weights); use backend='onnx'")
         model = load_ser_model(path, merge=True)  # a LoRA checkpoint comes back with its adapters merged
         kinds = (SERModelForSpeech, SERModelForText, SERFusionModel, SERJointModel)
         if not isinstance(model, kinds):
             raise ValueError(f"{path}: not a ser-hf model ({type(model).__name__}; expected one of {[k.__name__ for k in kinds]})")
     else:
-        model, path = model_or_path, None
+        model = model_or_path
     if processor is None:
         processor = _processor_for(model, path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return model.to(device).eval(), processor
 
 
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def _device_of(model) -> torch.device:
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else next(model.parameters()).device
+
+
 def _processor_for(model, path: str | None):
     """The processor saved with a checkpoint; for speech encoders the default one when none was saved."""
     from transformers import AutoFeatureExtractor, AutoTokenizer
 
-    from ser_hf.modeling import SERJointModel, SERModelForSpeech, SERModelForText, build_feature_extractor
+    from ser_hf.export.onnx import model_kind
+    from ser_hf.modeling import build_feature_extractor
 
     def extractor(config):
         if path is not None and os.path.isfile(os.path.join(path, "preprocessor_config.json")):
@@ -199,11 +225,12 @@ def _processor_for(model, path: str | None):
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path}: no tokenizer saved with this text model ({exc})") from exc
 
-    if isinstance(model, SERModelForSpeech):
+    kind = model_kind(model)
+    if kind == "speech":
         return extractor(model.config)
-    if isinstance(model, SERModelForText):
+    if kind == "text":
         return tokenizer()
-    if isinstance(model, SERJointModel):
+    if kind == "joint":
         return extractor(model.speech.config), tokenizer()
     return None
 
@@ -246,23 +273,24 @@ class _Predictor:
         return probabilities, attributes
 
 
-def build_predictor(model_or_path, processor=None, device=None, speech_model=None, text_model=None) -> _Predictor:
+def build_predictor(model_or_path, processor=None, device=None, speech_model=None, text_model=None, backend: str = "auto") -> _Predictor:
     """The model (plus, for a fusion head, the speech and text models whose pooled vectors it reads)."""
-    from ser_hf.modeling import SERFusionModel, SERJointModel, SERModelForSpeech
+    from ser_hf.export.onnx import model_kind
 
-    model, processor = load_model(model_or_path, processor, device)
-    device = next(model.parameters()).device
-    if isinstance(model, SERFusionModel):
-        return _fusion_predictor(model, speech_model, text_model, device)
+    model, processor = load_model(model_or_path, processor, device, backend)
+    device = _device_of(model)
+    kind = model_kind(model)
+    if kind == "fusion":
+        return _fusion_predictor(model, speech_model, text_model, device, backend)
     if speech_model is not None or text_model is not None:
         raise ValueError("speech_model/text_model are for fusion heads (SERFusionModel); this model reads its input itself")
-    if isinstance(model, SERModelForSpeech):
+    if kind == "speech":
         rate = model.config.sampling_rate
         return _Predictor(
             model.config, True, False, rate, model.config, processor,
             lambda batch: model(**_speech_inputs(processor, [i.wave for i in batch], rate, device)),
         )
-    if isinstance(model, SERJointModel):
+    if kind == "joint":
         extractor, tokenizer = processor
         rate = model.speech.config.sampling_rate
 
@@ -278,16 +306,16 @@ def build_predictor(model_or_path, processor=None, device=None, speech_model=Non
     )
 
 
-def _fusion_predictor(model, speech_model, text_model, device) -> _Predictor:
+def _fusion_predictor(model, speech_model, text_model, device, backend: str = "auto") -> _Predictor:
     """Late fusion: the speech and text models' pooled vectors, concatenated, into the fusion head."""
     blocks = model.config.blocks
     unknown = [name for name in blocks if name not in ("audio", "text")]
     if unknown:
         raise ValueError(f"fusion blocks {unknown}: predict can compute only 'audio' and 'text' features")
-    from ser_hf.modeling import SERModelForSpeech, SERModelForText
+    from ser_hf.export.onnx import model_kind
 
     parts = {}
-    kinds = {"audio": SERModelForSpeech, "text": SERModelForText}
+    kinds = {"audio": "speech", "text": "text"}
     for name, given, flag in (("audio", speech_model, "speech_model"), ("text", text_model, "text_model")):
         if name not in blocks:
             if given is not None:
@@ -297,10 +325,10 @@ def _fusion_predictor(model, speech_model, text_model, device) -> _Predictor:
             raise ValueError(
                 f"this fusion head reads {name!r} features: pass {flag}= (the fine-tuned model they were extracted with)"
             )
-        part, part_processor = load_model(*given, device) if isinstance(given, tuple) else load_model(given, None, device)
-        if not isinstance(part, kinds[name]):
-            raise ValueError(f"{flag} must be a {kinds[name].__name__}, got a {type(part).__name__}")
-        width = part.pooling.output_size
+        part, part_processor = load_model(*given, device, backend) if isinstance(given, tuple) else load_model(given, None, device, backend)
+        if model_kind(part) != kinds[name]:
+            raise ValueError(f"{flag} must be a {kinds[name]} model, got a {model_kind(part)} model")
+        width = part.pooled_size if hasattr(part, "pooled_size") else part.pooling.output_size
         if width != blocks[name]:
             raise ValueError(f"{flag} gives {width}-dim pooled vectors; the fusion head expects {blocks[name]} for {name!r}")
         parts[name] = (part, part_processor)
@@ -518,6 +546,7 @@ def predict(
     output_dir: str | os.PathLike | None = None,
     timeline: bool = True,
     on_error: str = "raise",
+    backend: str = "auto",
 ) -> PredictionResults:
     """Predict emotions for audio files and directories (recursively: wav, flac, ogg, mp3).
 
@@ -538,13 +567,15 @@ def predict(
         output_dir: when given, results are written there (see `PredictionResults.write`).
         on_error: ``"raise"`` stops at the first unreadable file or missing transcript; ``"skip"``
             records it in ``results.errors`` (and logs it) and carries on.
+        backend: ``"torch"``, ``"onnx"`` (a ``ser-hf export`` folder run by onnxruntime; fusion parts
+            too) or ``"auto"`` (onnx for export folders).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     files = find_audio_files(paths)
-    predictor = build_predictor(model_or_path, processor, device, speech_model, text_model)
+    predictor = build_predictor(model_or_path, processor, device, speech_model, text_model, backend)
     config = predictor.config
     results = PredictionResults(
         labels=[config.id2label[i] for i in range(config.num_classes)] if config.has_categorical else [],

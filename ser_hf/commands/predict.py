@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--asr_model", default=None, help="Models that read text: ASR model to transcribe each window.")
     parser.add_argument("--speech_model", default=None, help="Fusion heads: the fine-tuned speech model of the audio features.")
     parser.add_argument("--text_model", default=None, help="Fusion heads: the fine-tuned text model of the text features.")
+    parser.add_argument(
+        "--backend", choices=("auto", "torch", "onnx"), default="auto",
+        help="torch, or onnx for a folder written by `ser-hf export` (run with onnxruntime); auto picks by the folder.",
+    )
     parser.add_argument("--no_timeline", action="store_true", help="Do not draw timeline plots for long files.")
     parser.add_argument(
         "--on_error", choices=("raise", "skip"), default="raise",
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         output_dir=args.output_dir,
         timeline=not args.no_timeline,
         on_error=args.on_error,
+        backend=args.backend,
     )
     for row in results.files:
         summary = [f"{row['duration']:.1f}s", f"{row['num_windows']} window(s)"]
