@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "fuse": "Train the fusion head on cached audio and text features.",
     "predict": "Run a trained model on audio files or folders (long files in windows).",
     "export": "Export a trained model to ONNX (dynamic batch/length axes, parity-checked with onnxruntime).",
+    "serve": "Start a web demo (Gradio) of a speech model: upload or record audio, see its emotions.",
     "ablate": "Run a grid of training strategies over seeds and tabulate the results.",
     "demo": "Run the whole pipeline on the embedded synthetic corpus with tiny models.",
 }

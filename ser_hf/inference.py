@@ -791,10 +791,23 @@ def _run_units(context: _RunContext, units: list[_Unit], done: dict[int, dict], 
     pending = [(k, unit) for k, unit in enumerate(units) if k not in done]
     batched = [(k, unit) for k, unit in pending if not unit.streamed]
     streamed = [(k, unit) for k, unit in pending if unit.streamed]
-    total_files = sum(len(u.files) for _, u in pending)
+    workers = (_default_workers() if num_workers is None else num_workers) if batched else 0
+    threads = torch.get_num_threads()
+    if workers:
+        # Leave a core to each decoding worker: OpenMP threads that outnumber the free cores spin at
+        # every barrier and can make the forward pass several times slower (measured in
+        # benchmarks/predict_throughput.py).
+        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
+    try:
+        return _run_pending(context, units, entries, batched, streamed, journal, workers, progress, tqdm)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_pending(context, units, entries, batched, streamed, journal, workers, progress, tqdm) -> dict[int, dict]:
+    total_files = sum(len(u.files) for _, u in batched + streamed)
     with tqdm(total=total_files, desc="predict", unit="file", disable=not progress or total_files < 2) as bar:
         if batched:
-            workers = _default_workers() if num_workers is None else num_workers
             loader = torch.utils.data.DataLoader(
                 _UnitDataset(context, batched), batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
                 prefetch_factor=4 if workers else None,
