@@ -219,9 +219,6 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     # Seed before the model exists: the Trainer seeds only after, so otherwise every seed shares one init.
     from transformers import set_seed
 
-    set_seed(training_args.seed)
-    from transformers import set_seed
-
     set_seed(training_args.seed)  # the new head (and a random encoder) are initialised from the run's seed
     model, processor = build_model(
         model_args,
@@ -236,6 +233,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     )
     if isinstance(collator, SpeechCollator):
         collator.train_max_seconds = training_args.max_audio_seconds
+        collator.window_long_inputs = True  # long eval/test utterances are scored whole (windowed), not cut
     if eval_set is None and training_args.eval_strategy != "no":
         raise ValueError("eval_strategy needs an eval_split")
     trainer = SERTrainer(
@@ -246,7 +244,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
         data_collator=collator,
         processing_class=processor,
     )
-    train_output = trainer.train()
+    # "last" = the newest complete checkpoint in output_dir (a fresh start when there is none yet);
+    # a SIGTERM stops after saving a checkpoint and raises ser_hf.resume.TrainingPreempted.
+    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         write_json_atomic(os.path.join(training_args.output_dir, "train_metrics.json"), train_output.metrics)
@@ -294,6 +294,8 @@ def predict_split(
     seconds = max_seconds or getattr(model.config, "max_audio_seconds", None)
     collator = build_collator(model, processor, max_seconds=seconds, text_column=data_args.text_column)
     collator = dataclasses.replace(collator, targets=SERTargets())  # inputs only: nothing to compute a loss on
+    if isinstance(collator, SpeechCollator):
+        collator.window_long_inputs = True  # an utterance longer than the window is scored whole, windowed
     with tempfile.TemporaryDirectory(prefix="ser-hf-predict-") as scratch:
         args = SERTrainingArguments(output_dir=scratch, per_device_eval_batch_size=batch_size, report_to=[])
         trainer = SERTrainer(model=model, args=args, data_collator=collator, processing_class=processor)
