@@ -14,8 +14,10 @@ import datasets
 from ser_hf.arguments import DataArguments, ModelArguments
 from ser_hf.configuration import SERSpeechConfig, SERTextConfig
 from ser_hf.data.collators import SERTargets, SpeechCollator, TextCollator
-from ser_hf.data.corpora import get_corpus_spec, load_corpus
+from ser_hf.data.corpora import get_corpus_spec
+from ser_hf.errors import ConfigError
 from ser_hf.io import write_json_atomic
+from ser_hf.preflight import DROPPED_ROWS_FILE, check_run_data, load_run_corpus, write_dropped_rows
 from ser_hf.training_args import SERTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -23,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- data
 def load_data(data_args: DataArguments) -> datasets.DatasetDict:
-    """The corpus as a DatasetDict in the ser-hf schema."""
-    return load_corpus(data_args.corpus, data_args.data_path, **(data_args.corpus_options or {}))
+    """The corpus as a DatasetDict in the ser-hf schema (bad lines raise one `DataError` naming them all)."""
+    return load_run_corpus(data_args)
 
 
 def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dataset | None:
@@ -34,7 +36,7 @@ def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dat
     parts = []
     for part in name.split("+"):
         if part not in corpus:
-            raise ValueError(f"split {part!r} not in corpus (has {list(corpus)})")
+            raise ConfigError(f"split {part!r} not in corpus (it has {list(corpus)})")
         parts.append(corpus[part])
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
@@ -103,14 +105,14 @@ def build_model(model_args: ModelArguments, *, labels, label_names, attribute_ra
 
     speech = model_args.modality == "speech"
     if model_args.modality not in ("speech", "text"):
-        raise ValueError(f"modality must be speech or text, got {model_args.modality!r}")
+        raise ConfigError(f"modality must be speech or text, got {model_args.modality!r}")
     model_class = SERModelForSpeech if speech else SERModelForText
     if model_args.model_name_or_path:
         from ser_hf.finetuning import load_ser_model
 
         model = load_ser_model(model_args.model_name_or_path, is_trainable=True)  # a full or a LoRA adapter checkpoint
         if not isinstance(model.config, model_class.config_class):
-            raise ValueError(f"{model_args.model_name_or_path} is not a {model_args.modality} model")
+            raise ConfigError(f"{model_args.model_name_or_path} is not a {model_args.modality} model")
         processor = _load_processor(model_args.model_name_or_path, speech, model_args.trust_remote_code)
         return model, processor
     common: dict[str, Any] = dict(
@@ -137,7 +139,7 @@ def build_model(model_args: ModelArguments, *, labels, label_names, attribute_ra
         model = model_class.from_backbone(model_args.backbone, **common)
         pretrained_path = model_args.backbone
     else:
-        raise ValueError("set one of backbone (pretrained encoder), backbone_config (random init) or model_name_or_path")
+        raise ConfigError("set one of backbone (pretrained encoder), backbone_config (random init) or model_name_or_path")
     if speech:
         processor = build_feature_extractor(model.config, pretrained_path)
     else:
@@ -149,7 +151,7 @@ def _load_tokenizer(name_or_path: str | None, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
     if not name_or_path:
-        raise ValueError("a text model needs `tokenizer` (or a pretrained `backbone` to take it from)")
+        raise ConfigError("a text model needs `tokenizer` (or a pretrained `backbone` to take it from)")
     return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
 
 
@@ -172,6 +174,27 @@ def build_collator(model, processor, *, max_seconds: float | None, seed: int = 0
 
 
 # ---------------------------------------------------------------------------------------------- runs
+def check_training_data(
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    training_args: SERTrainingArguments,
+    *,
+    scan_audio: bool | None = None,
+    progress: bool | None = None,
+):
+    """Every check `train` makes before building a model (``ser-hf validate`` runs exactly this)."""
+    if (not data_args.eval_split or data_args.eval_split.lower() == "none") and training_args.eval_strategy != "no":
+        raise ConfigError("eval_strategy needs an eval_split: give --eval_split, or --eval_strategy no")
+    return check_run_data(
+        data_args,
+        task=model_args.task,
+        modality=model_args.modality,
+        max_seconds=training_args.max_audio_seconds,
+        scan_audio=scan_audio,
+        progress=progress,
+    )
+
+
 def train(data_args: DataArguments, model_args: ModelArguments, training_args: SERTrainingArguments) -> dict[str, Any]:
     """Validate data, build the model, train with `SERTrainer`, evaluate on the test split, save.
 
@@ -179,27 +202,12 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     """
     from ser_hf.trainer import SERTrainer
 
-    labels, label_names, attribute_range = corpus_labels(data_args)
-    corpus = load_data(data_args)
-    used = {
-        part
-        for name in (data_args.train_split, data_args.eval_split, data_args.test_split)
-        if name and name.lower() != "none"
-        for part in name.split("+")
-    }
-    missing = sorted(used - set(corpus))
-    if missing:
-        raise ValueError(f"split {', '.join(map(repr, missing))} not in corpus (has {list(corpus)})")
-    # Only the splits this run reads are validated (an unlabelled challenge test set may sit beside them).
-    corpus = datasets.DatasetDict({name: corpus[name] for name in corpus if name in used})
-    corpus = check_data(
-        corpus,
-        data_args,
-        labels=labels if model_args.task != "attributes" else None,
-        attribute_range=attribute_range,
-        task=model_args.task,
-        check_audio=data_args.validate_audio and model_args.modality == "speech",
-    )
+    # The same checks as `ser-hf validate`, before any model exists: every problem at once, by file and line.
+    checked = check_training_data(data_args, model_args, training_args)
+    if checked.dropped and training_args.process_index == 0:
+        write_dropped_rows(os.path.join(training_args.output_dir, DROPPED_ROWS_FILE), checked.dropped)
+    corpus, labels, label_names = checked.corpus, checked.labels, checked.label_names
+    attribute_range = checked.attribute_range
     train_set = drop_unusable_rows(select_split(corpus, data_args.train_split), model_args.task)
     if data_args.imbalance:
         from ser_hf.data.subsample import apply_imbalance
@@ -232,8 +240,6 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     )
     if isinstance(collator, SpeechCollator):
         collator.train_max_seconds = training_args.max_audio_seconds
-    if eval_set is None and training_args.eval_strategy != "no":
-        raise ValueError("eval_strategy needs an eval_split")
     trainer = SERTrainer(
         model=model,
         args=training_args,

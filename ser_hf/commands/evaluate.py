@@ -22,7 +22,7 @@ class EvaluateArguments:
     max_seconds: float | None = field(default=None, metadata={"help": "Crop length (default: the model's)."})
     report: bool = field(default=True, metadata={"help": "Write the full report beside metrics.json (needs output_dir)."})
     bootstrap_resamples: int = field(
-        default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals (0: no intervals)."}
+        default=1000, metadata={"help": "Bootstrap resamples for the 95%% intervals (0: no intervals)."}
     )
 
 
