@@ -98,8 +98,19 @@ def load_run_corpus(
 def _label_set(data_args: DataArguments, spec: CorpusSpec, corpus, task: str) -> list[str] | None:
     labels = list(data_args.labels) if data_args.labels else (list(spec.labels) if spec.labels else None)
     if labels is None and task != "attributes":
-        found = Counter(label for ds in corpus.values() for label in ds["label"] if label is not None)
-        listed = ", ".join(f"{label} ({n} rows)" for label, n in sorted(found.items())) or "none"
+        found, first = Counter(), {}
+        for name, ds in corpus.items():
+            sources = ds["source"] if "source" in ds.column_names else None
+            for i, label in enumerate(ds["label"]):
+                if label is not None:
+                    found[label] += 1
+                    first.setdefault(label, sources[i] if sources else f"{name}[{i}]")
+
+        def count(label: str) -> str:  # a rare class may be a typo: say where it is
+            n = found[label]
+            return f"{label} ({n} row{'s' if n > 1 else ''}{', at ' + first[label] if n <= 3 else ''})"
+
+        listed = ", ".join(count(label) for label in sorted(found)) or "none"
         suggestion = " ".join(sorted(found)) or "CLASS1 CLASS2"
         raise ConfigError(
             f"task {task!r} needs the class codes, and corpus {spec.name!r} has no fixed label set: add "

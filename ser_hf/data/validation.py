@@ -42,6 +42,22 @@ class DataValidationError(DataError):
         self.problems = list(problems)
 
 
+def read_text_file(path: str, encoding: str = "utf-8") -> str:
+    """A whole text file (a transcript); a byte that does not decode is a `DataError` naming file and line."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        return raw.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding)
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}, line {line}: not valid {encoding} text (byte 0x{raw[error.start]:02x}); if the files use another "
+            f"encoding, set corpus_options: {{encoding: latin-1}} (or whichever it is), or re-save them as UTF-8"
+        ) from None
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r} (corpus_options.encoding); e.g. utf-8, latin-1") from None
+
+
 def format_problems(header: str, lines: list[str], limit: int = 50) -> str:
     """``header`` then one line per problem, truncated after ``limit`` with a count of the rest."""
     shown = [f"  {line}" for line in lines[:limit]]

@@ -256,7 +256,7 @@ def _guess_column(target: str, candidates: list[str], samples: dict[str, list]) 
 
 
 def _column_problems(
-    path: str, keys: list[str], sources: dict[str, str], required, samples: dict[str, list]
+    where: str, keys: list[str], sources: dict[str, str], required, samples: dict[str, list]
 ) -> list[str]:
     """Header problems: near-miss column names and missing required columns, with the fixing mapping."""
     unused = [key for key in keys if isinstance(key, str) and key not in sources.values()]
@@ -275,7 +275,7 @@ def _column_problems(
         return []
     found = ", ".join(repr(k) for k in keys if isinstance(k, str))
     return [
-        f"{path}: " + "; ".join(problems) + f".\n  Columns found: {found}.\n"
+        f"{where}: " + "; ".join(problems) + f".\n  Columns found: {found}.\n"
         f"  Rename the column(s) in the file, or map them to the schema {mapping_hint(mapping)}"
     ]
 
@@ -300,11 +300,12 @@ def load_manifest(
     path = os.fspath(path)
     mapping = _check_mapping(column_mapping or {})
     base = os.path.abspath(os.fspath(audio_root) if audio_root is not None else os.path.dirname(os.path.abspath(path)))
-    required = [c for c in ("audio", *required_columns) if c in COLUMNS]
+    required = [c for c in dict.fromkeys(("audio", *required_columns)) if c in COLUMNS]
     rows, errors, ignored, seen_keys = [], [], set(), []
-    cached_keys, sources, samples = None, {}, {}
+    cached_keys, sources, samples, first_line = None, {}, {}, None
     for line_no, record, problem in _read_lines(path, encoding):
         where = f"{path}, line {line_no}"
+        first_line = first_line or line_no
         if record is None:
             errors.append(f"{where}: {problem}")
             rows.append({"id": None, "audio": None, "split": INVALID_SPLIT, SOURCE: where, INVALID: problem})
@@ -335,7 +336,11 @@ def load_manifest(
             f"(columns found: {', '.join(map(repr, seen_keys))})"
         )
     all_sources = _sources(seen_keys, mapping)
-    header_problems = _column_problems(path, seen_keys, all_sources, required, samples)
+    if os.path.splitext(path)[1].lower() in _DELIMITERS:
+        where = f"{path}, line {(first_line or 2) - 1} (the header)"
+    else:
+        where = f"{path}, line {first_line}" if first_line else path
+    header_problems = _column_problems(where, seen_keys, all_sources, required, samples)
     if header_problems:
         raise DataError("\n".join(header_problems))
     if errors and not keep_invalid_rows:
