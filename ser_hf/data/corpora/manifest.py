@@ -111,8 +111,11 @@ def _check_path(path: str) -> str:
     return ext
 
 
-def _read_lines(path, encoding: str) -> Iterator[tuple[int, dict | None, str | None]]:
-    """(line number, record or None, problem or None) for every non-blank record of the file."""
+def _read_lines(path, encoding: str, meta: dict | None = None) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, record or None, problem or None) for every non-blank record of the file.
+
+    ``meta`` (optional) receives ``header_line`` for CSV/TSV files.
+    """
     path = os.fspath(path)
     ext = _check_path(path)
     if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
@@ -124,7 +127,7 @@ def _read_lines(path, encoding: str) -> Iterator[tuple[int, dict | None, str | N
         raise ConfigError(f"unknown encoding {encoding!r} (corpus_options.encoding); e.g. utf-8, latin-1, cp1252") from None
     with handle:
         if ext in _DELIMITERS:
-            yield from _read_delimited(handle, _DELIMITERS[ext], shown, path)
+            yield from _read_delimited(handle, _DELIMITERS[ext], shown, path, {} if meta is None else meta)
             return
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
@@ -143,7 +146,7 @@ def _read_lines(path, encoding: str) -> Iterator[tuple[int, dict | None, str | N
             yield line_no, record, None
 
 
-def _read_delimited(handle, delimiter: str, encoding: str, path: str):
+def _read_delimited(handle, delimiter: str, encoding: str, path: str, meta: dict):
     reader = csv.reader(handle, delimiter=delimiter)
     header = None
     while True:
@@ -164,12 +167,13 @@ def _read_delimited(handle, delimiter: str, encoding: str, path: str):
                     f"{path}, line {reader.line_num}: header is {_encoding_problem({None: ''.join(cells)}, encoding)}"
                 )
             header = cells
+            meta["header_line"], meta["header"] = reader.line_num, list(cells)
             _check_header(path, header)
             continue
         line_no = reader.line_num
         if not any(cell.strip() for cell in cells):
             continue
-        record = dict(zip(header, cells))
+        record = {name: cells[i] if i < len(cells) else None for i, name in enumerate(header)}
         problem = _encoding_problem(record, encoding)
         if len(cells) != len(header):
             shape = f"{len(cells)} fields but the header has {len(header)}"
@@ -269,7 +273,7 @@ def _column_problems(
     missing = [c for c in required if c not in sources and c not in mapping.values()]
     for column in missing:
         guess = _guess_column(column, [k for k in unused if k not in mapping], samples)
-        mapping[guess or "YOUR_COLUMN"] = column
+        mapping[guess or f"YOUR_{column.upper()}_COLUMN"] = column
         problems.append(f"no column provides {column!r} (required)")
     if not problems:
         return []
@@ -302,8 +306,8 @@ def load_manifest(
     base = os.path.abspath(os.fspath(audio_root) if audio_root is not None else os.path.dirname(os.path.abspath(path)))
     required = [c for c in dict.fromkeys(("audio", *required_columns)) if c in COLUMNS]
     rows, errors, ignored, seen_keys = [], [], set(), []
-    cached_keys, sources, samples, first_line = None, {}, {}, None
-    for line_no, record, problem in _read_lines(path, encoding):
+    cached_keys, sources, samples, first_line, meta = None, {}, {}, None, {}
+    for line_no, record, problem in _read_lines(path, encoding, meta):
         where = f"{path}, line {line_no}"
         first_line = first_line or line_no
         if record is None:
@@ -329,6 +333,8 @@ def load_manifest(
             if row["split"] is None:
                 row["split"] = INVALID_SPLIT
         rows.append(row)
+    if "header" in meta:  # CSV/TSV: the header says which columns there are, rows or not
+        seen_keys = list(dict.fromkeys(meta["header"]))
     absent = sorted(set(mapping) - set(seen_keys))
     if absent:
         raise ConfigError(
@@ -336,8 +342,8 @@ def load_manifest(
             f"(columns found: {', '.join(map(repr, seen_keys))})"
         )
     all_sources = _sources(seen_keys, mapping)
-    if os.path.splitext(path)[1].lower() in _DELIMITERS:
-        where = f"{path}, line {(first_line or 2) - 1} (the header)"
+    if "header_line" in meta:
+        where = f"{path}, line {meta['header_line']} (the header)"
     else:
         where = f"{path}, line {first_line}" if first_line else path
     header_problems = _column_problems(where, seen_keys, all_sources, required, samples)
