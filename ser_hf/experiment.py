@@ -17,7 +17,13 @@ from ser_hf.data.collators import SERTargets, SpeechCollator, TextCollator
 from ser_hf.data.corpora import get_corpus_spec
 from ser_hf.errors import ConfigError
 from ser_hf.io import write_json_atomic
-from ser_hf.preflight import DROPPED_ROWS_FILE, check_run_data, load_run_corpus, write_dropped_rows
+from ser_hf.preflight import (
+    DROPPED_ROWS_FILE,
+    check_evaluation_data,
+    check_run_data,
+    load_run_corpus,
+    write_dropped_rows,
+)
 from ser_hf.training_args import SERTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -289,8 +295,9 @@ def predict_split(
 
     config = AutoConfig.from_pretrained(model_dir)
     model_args = ModelArguments(modality="speech" if isinstance(config, SERSpeechConfig) else "text", model_name_or_path=model_dir)
+    # The same checks as `ser-hf validate`, with the model's labels and scale, before the model is loaded.
+    dataset = select_split(check_evaluation_data(data_args, config, split).corpus, split)
     model, processor = build_model(model_args, labels=None, label_names=None, attribute_range=None)
-    dataset = select_split(load_data(data_args), split)
     references_from_rows(dataset, model.config)  # an unknown class code fails before the long pass
     seconds = max_seconds or getattr(model.config, "max_audio_seconds", None)
     collator = build_collator(model, processor, max_seconds=seconds, text_column=data_args.text_column)

@@ -199,12 +199,14 @@ def check_run_data(
     max_seconds: float | None = None,
     scan_audio: bool | None = None,
     progress: bool | None = None,
+    training: bool = True,
 ) -> CheckedData:
     """Check options and every row a run reads; raise one `DataError` listing all problems.
 
     With ``data_args.on_invalid_rows == "drop"``, bad rows (parse problems included) are dropped
     instead and returned in ``dropped``; data-level problems still raise. ``scan_audio`` (default:
     ``data_args.scan_audio``) decodes every file once to warn about silence and clipping.
+    ``training=False`` (evaluation) skips the checks about training rows (class coverage).
     """
     _check_choice("task", task, TASKS)
     _check_choice("modality", modality, MODALITIES)
@@ -241,9 +243,10 @@ def check_run_data(
         scan_audio=data_args.scan_audio if scan_audio is None else scan_audio,
         progress=progress,
     )
-    train_parts = [part for part in data_args.train_split.split("+")] if data_args.train_split else []
-    _class_checks(report, labels, train_parts, task, data_args.allow_missing_classes)
-    _unlabelled_rows_warning(report, corpus, train_parts, task)
+    if training:
+        train_parts = data_args.train_split.split("+") if data_args.train_split else []
+        _class_checks(report, labels, train_parts, task, data_args.allow_missing_classes)
+        _unlabelled_rows_warning(report, corpus, train_parts, task)
     dropped: list[RowProblem] = []
     if report.errors or (report.problems and data_args.on_invalid_rows == "error"):
         report.raise_if_errors()
@@ -261,6 +264,35 @@ def check_run_data(
     if empty:
         raise DataError(f"split(s) {empty} have no rows left after dropping the bad ones")
     return CheckedData(corpus, report, labels, dict(spec.label_names) or None, attribute_range, dropped)
+
+
+def check_evaluation_data(data_args: DataArguments, config, split: str, *, progress: bool | None = None) -> CheckedData:
+    """`check_run_data` for scoring a saved model on ``split``: its labels, task and scale are the model's.
+
+    Rows without targets are allowed (an unlabelled challenge test set is predicted, not scored).
+    """
+    import dataclasses
+
+    from ser_hf.configuration import SERTextConfig
+
+    has_attributes = config.task in ("attributes", "multitask")
+    data_args = dataclasses.replace(
+        data_args,
+        train_split=split,
+        eval_split=None,
+        test_split=None,
+        labels=list(config.labels) if config.labels else data_args.labels,
+        attribute_range=data_args.attribute_range or (list(config.attribute_range) if has_attributes else None),
+    )
+    text = isinstance(config, SERTextConfig)
+    return check_run_data(
+        data_args,
+        task=config.task,
+        modality="text" if text else "speech",
+        sampling_rate=getattr(config, "sampling_rate", None),
+        progress=progress,
+        training=False,
+    )
 
 
 def get_corpus_spec_or_error(name: str) -> CorpusSpec:
