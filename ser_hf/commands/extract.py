@@ -46,11 +46,14 @@ def load_checkpoint(model_dir: str):
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, data_args = parse_config((ExtractArguments, DataArguments), argv, prog="ser-hf extract")
-    from ser_hf.experiment import load_data, select_split
+    from ser_hf.experiment import select_split
     from ser_hf.features import extract_features
 
+    from ser_hf.preflight import check_evaluation_data
+
     model, processor = load_checkpoint(args.model)
-    dataset = select_split(load_data(data_args), args.split)
+    # Checked like evaluate's input: a text model's rows need transcripts, known labels, readable audio.
+    dataset = select_split(check_evaluation_data(data_args, model.config, args.split).corpus, args.split)
     features = extract_features(
         model,
         processor,
