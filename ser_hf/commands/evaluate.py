@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ser_hf.arguments import DataArguments
 from ser_hf.config_parser import parse_config
+from ser_hf.errors import ConfigError
 
 
 @dataclass
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         (EvaluateArguments, DataArguments), argv, prog="ser-hf evaluate", ignore_extra_keys=True
     )
     if eval_args.bootstrap_resamples < 0:
-        raise ValueError(f"bootstrap_resamples must be >= 0, got {eval_args.bootstrap_resamples}")
+        raise ConfigError(f"bootstrap_resamples must be >= 0, got {eval_args.bootstrap_resamples}")
     from ser_hf.experiment import dump_json, evaluate_checkpoint
 
     results = evaluate_checkpoint(

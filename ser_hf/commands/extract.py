@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ser_hf.arguments import DataArguments
 from ser_hf.config_parser import parse_config
+from ser_hf.errors import ConfigError
 
 
 @dataclass
@@ -37,7 +38,7 @@ def load_checkpoint(model_dir: str):
 
     config = AutoConfig.from_pretrained(model_dir)
     if not isinstance(config, (SERSpeechConfig, SERTextConfig)):
-        raise TypeError(f"{model_dir}: a {type(config).__name__} has no encoder to extract features from")
+        raise ConfigError(f"{model_dir}: a {type(config).__name__} has no encoder to extract features from")
     modality = "speech" if isinstance(config, SERSpeechConfig) else "text"
     model_args = ModelArguments(modality=modality, model_name_or_path=model_dir)
     return build_model(model_args, labels=None, label_names=None, attribute_range=None)
