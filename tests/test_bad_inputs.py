@@ -349,6 +349,36 @@ def test_drop_removes_every_kind_of_bad_row_and_lists_them(audio_dir, tmp_path, 
     assert (output_dir / "model.safetensors").exists()
 
 
+def test_validate_with_drop_lists_what_train_would_drop(audio_dir, tmp_path, capsys):
+    rows = [json.dumps(row) for row in good_rows()]
+    rows.insert(2, "not json at all")
+    rows.append(json.dumps({**good_rows()[0], "id": "late", "audio": "gone.wav"}))
+    path = audio_dir / "drop.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    code, out, err = run(capsys, "validate", *_args(path, tmp_path / "o", "--on_invalid_rows", "drop"))
+    assert code == 0, err
+    assert "train would drop 2 bad rows" in out
+    assert f"{path}, line 3, id None: invalid JSON" in out and f"{path}, line 14, id 'late': audio file not found" in out
+    assert "OK with --on_invalid_rows drop: 12 rows usable" in out and not (tmp_path / "o").exists()
+
+
+def test_console_script_exit_status(audio_dir, tmp_path):
+    """The real process (one subprocess: each costs seconds of imports): exit 2, one message, no traceback.
+    (--debug and SER_HF_DEBUG are tested in-process above.)"""
+    import subprocess
+    import sys
+
+    rows = good_rows()
+    rows[0]["audio"] = "gone.wav"
+    manifest = write_manifest(audio_dir, rows, name="console.csv")
+    command = [sys.executable, "-m", "ser_hf.cli", "train", *_args(manifest, tmp_path / "o")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"ser-hf train: error: 1 of 12 rows failed validation:\n  {manifest}, line 2, id 'u1': audio file not " \
+           "found" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
 # --- every command's --help ----------------------------------------------------------------------
 
 
