@@ -21,7 +21,7 @@ import datasets
 from ser_hf.arguments import DataArguments
 from ser_hf.data.corpora import CorpusSpec, get_corpus_spec
 from ser_hf.data.schema import ATTRIBUTES, INVALID_SPLIT, OPTIONAL_COLUMNS
-from ser_hf.data.validation import RowProblem, ValidationReport, drop_bad_rows, validate_dataset
+from ser_hf.data.validation import RowProblem, ValidationReport, drop_bad_rows, format_problems, validate_dataset
 from ser_hf.errors import ConfigError, DataError, SERUserError
 
 logger = logging.getLogger(__name__)
@@ -222,10 +222,15 @@ def check_run_data(
     missing = [name for name in names if name not in full]
     if missing:
         available = [name for name in full if name != INVALID_SPLIT]
-        raise ConfigError(
+        message = (
             f"split {', '.join(map(repr, missing))} not in corpus {spec.name!r} (it has {available}); set "
             f"--train_split/--eval_split/--test_split (none skips one), or give rows that split"
         )
+        if INVALID_SPLIT in full:  # the rows may be there, on lines that could not be read
+            broken = full[INVALID_SPLIT]
+            lines = [f"{where}: {why}" for where, why in zip(broken["source"], broken["invalid"])]
+            message = format_problems(f"{message}. Also, {len(lines)} lines could not be read:", lines)
+        raise DataError(message) if INVALID_SPLIT in full else ConfigError(message)
     # Only the splits this run reads are validated (an unlabelled challenge test set may sit beside them),
     # plus the lines too broken to know their split.
     corpus = datasets.DatasetDict({name: full[name] for name in full if name in names or name == INVALID_SPLIT})

@@ -430,3 +430,36 @@ def test_fuzzed_manifests_validate_or_name_a_line(audio_dir, tmp_path, capsys, h
     else:
         assert out.startswith("OK") or "OK:" in out
     assert not (tmp_path / "o").exists()
+
+
+_JSON_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-10, 10), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["g1.wav", "g2.wav", "missing.wav", "a", "b", "train", "4"]), st.text(max_size=6),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+)
+_JSON_ROWS = st.lists(
+    st.one_of(
+        st.fixed_dictionaries({"audio": st.sampled_from(["g1.wav", "g2.wav", "g3.wav"]), "label": st.sampled_from(LABELS)},
+                              optional={key: _JSON_VALUES for key in HEADER[:1] + HEADER[3:] + ["Label", "extra"]}),
+        st.dictionaries(st.sampled_from(HEADER + ["Label", "extra"]), _JSON_VALUES, max_size=6),
+        st.text(max_size=12),  # a line that is not a JSON object
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 30)), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=_JSON_ROWS)
+def test_fuzzed_jsonl_manifests_validate_or_name_a_line(audio_dir, tmp_path, capsys, records):
+    path = audio_dir / "fuzz.jsonl"
+    lines = [json.dumps(r) if isinstance(r, dict) else r.replace("\n", " ") for r in records]
+    path.write_text("\n".join(lines) + "\n")
+    code, out, err = run(capsys, "validate", *_args(path, tmp_path / "o", "--eval_split", "none", "--test_split",
+                                                     "none", "--allow_missing_classes", "true"))
+    assert "Traceback" not in err
+    assert code in (0, 2), err
+    if code == 2:
+        message = error_message(err)
+        assert ", line " in message or any(text in message for text in _WHOLE_DATA), message
+    assert not (tmp_path / "o").exists()

@@ -341,18 +341,19 @@ def load_manifest(
             f"{path}: column_mapping names columns {absent} that the manifest does not have "
             f"(columns found: {', '.join(map(repr, seen_keys))})"
         )
+    if not rows:
+        raise DataError(f"{path}: manifest has no rows")
     all_sources = _sources(seen_keys, mapping)
     if "header_line" in meta:
         where = f"{path}, line {meta['header_line']} (the header)"
     else:
         where = f"{path}, line {first_line}" if first_line else path
-    header_problems = _column_problems(where, seen_keys, all_sources, required, samples)
+    # (no keys at all: no line parsed into a record; those lines are reported as bad rows instead)
+    header_problems = _column_problems(where, seen_keys, all_sources, required, samples) if seen_keys else []
     if header_problems:
         raise DataError("\n".join(header_problems))
     if errors and not keep_invalid_rows:
         raise DataValidationError(format_problems(f"{path}: {len(errors)} bad lines:", errors), errors)
-    if not rows:
-        raise DataError(f"{path}: manifest has no rows")
     if ignored:
         logger.info("%s: ignoring columns not in the schema: %s", path, sorted(ignored))
     return order_splits(rows_to_dataset_dict(rows))
