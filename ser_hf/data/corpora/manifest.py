@@ -296,15 +296,17 @@ def load_manifest(
 ) -> datasets.DatasetDict:
     """Read a manifest into a DatasetDict in the common schema (audio stays a path; nothing is decoded).
 
-    ``required_columns``: schema columns some manifest column must provide (the pipeline asks for
-    ``label`` in categorical runs, ``transcript`` in text runs...). ``keep_invalid_rows``: keep bad
+    ``required_columns``: schema columns some manifest column must provide, and every row must
+    fill for ``audio`` (the pipeline asks for ``label`` in categorical runs, ``transcript`` instead of
+    ``audio`` in text runs...). ``keep_invalid_rows``: keep bad
     lines (``invalid`` holds their reasons; lines that could not be parsed at all go to the split
-    ``INVALID_SPLIT``) instead of raising them.
+    ``INVALID_SPLIT``) instead of raising them, and add the ``source`` column ("file, line N") so
+    validation names rows by line.
     """
     path = os.fspath(path)
     mapping = _check_mapping(column_mapping or {})
     base = os.path.abspath(os.fspath(audio_root) if audio_root is not None else os.path.dirname(os.path.abspath(path)))
-    required = [c for c in dict.fromkeys(("audio", *required_columns)) if c in COLUMNS]
+    required = [c for c in dict.fromkeys(required_columns) if c in COLUMNS]
     rows, errors, ignored, seen_keys = [], [], set(), []
     cached_keys, sources, samples, first_line, meta = None, {}, {}, None, {}
     for line_no, record, problem in _read_lines(path, encoding, meta):
@@ -323,7 +325,7 @@ def load_manifest(
             if len(samples.setdefault(key, [])) < 20:
                 samples[key].append(record[key])
         value = {target: record.get(source) for target, source in sources.items()}
-        row, problems = _row_from_record(value, base, split)
+        row, problems = _row_from_record(value, base, split, need_audio="audio" in required)
         if problem:
             problems.insert(0, problem)
         row[SOURCE] = where
@@ -356,10 +358,12 @@ def load_manifest(
         raise DataValidationError(format_problems(f"{path}: {len(errors)} bad lines:", errors), errors)
     if ignored:
         logger.info("%s: ignoring columns not in the schema: %s", path, sorted(ignored))
+    if not keep_invalid_rows:  # the plain schema; the bookkeeping columns are for validation
+        rows = [{k: v for k, v in row.items() if k != SOURCE} for row in rows]
     return order_splits(rows_to_dataset_dict(rows))
 
 
-def _row_from_record(value: dict, base: str, split: str | None) -> tuple[dict, list[str]]:
+def _row_from_record(value: dict, base: str, split: str | None, need_audio: bool = True) -> tuple[dict, list[str]]:
     problems = []
     texts = {}
     for name in ("id", "audio", "transcript", "label", "speaker", "gender", "split"):
@@ -370,7 +374,8 @@ def _row_from_record(value: dict, base: str, split: str | None) -> tuple[dict, l
             texts[name] = None
     audio = texts["audio"]
     if audio is None:
-        problems.append("missing audio path")
+        if need_audio:
+            problems.append("missing audio path")
         resolved = None
     else:
         resolved = os.path.normpath(os.path.join(base, os.path.expanduser(audio)))
