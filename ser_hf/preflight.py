@@ -108,7 +108,7 @@ def _label_set(data_args: DataArguments, spec: CorpusSpec, corpus, task: str) ->
 
         def count(label: str) -> str:  # a rare class may be a typo: say where it is
             n = found[label]
-            return f"{label} ({n} row{'s' if n > 1 else ''}{', at ' + first[label] if n <= 3 else ''})"
+            return f"{label} ({n} row{'s' if n > 1 else ''}{', first at ' + first[label] if n <= 3 else ''})"
 
         listed = ", ".join(count(label) for label in sorted(found)) or "none"
         suggestion = " ".join(sorted(found)) or "CLASS1 CLASS2"

@@ -147,7 +147,7 @@ def test_unknown_class_without_a_label_set(audio_dir, tmp_path, capsys, no_model
     rows[2]["label"] = "hapy"
     manifest = write_manifest(audio_dir, rows, name="typo_nolabels.csv")
     assert_rejected(capsys, tmp_path, manifest, labels=None,
-                    expect=["task 'categorical' needs the class codes", f"hapy (1 row, at {manifest}, line 4)",
+                    expect=["task 'categorical' needs the class codes", f"hapy (1 row, first at {manifest}, line 4)",
                             "--labels"])
 
 
@@ -374,8 +374,9 @@ def test_console_script_exit_status(audio_dir, tmp_path):
     command = [sys.executable, "-m", "ser_hf.cli", "train", *_args(manifest, tmp_path / "o")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"ser-hf train: error: 1 of 12 rows failed validation:\n  {manifest}, line 2, id 'u1': audio file not " \
-           "found" in result.stderr
+    assert f"ser-hf train: error: {manifest}, line 2, id 'u1': audio file not found" in result.stderr
+    assert "(1 of 12 rows failed validation.) Fix this row, or train without it with --on_invalid_rows drop" \
+        in result.stderr
     assert not (tmp_path / "o").exists()
 
 

@@ -25,7 +25,7 @@ def test_one_error_names_every_bad_row(tmp_path):
         "odd,weird.wav,bored,4\n"
         "wild,loud.wav,happy,9.5\n"
     )
-    dd = load_manifest(manifest)
+    dd = load_manifest(manifest, keep_invalid_rows=True)  # keeps each row's file and line for the report
     report = validate_dataset(dd, labels=LABELS, attribute_range=(1, 7), require_label=True)
     assert [p.id for p in report.problems] == ["gone", "broken", "odd", "wild"]
     with pytest.raises(DataValidationError) as info:

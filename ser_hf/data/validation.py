@@ -108,8 +108,14 @@ class ValidationReport:
 
     def format(self, limit: int = 50) -> str:
         """The errors (first) and the bad rows, one per line, under a one-line summary."""
+        footer = (
+            "Fix these rows, or train without them with --on_invalid_rows drop "
+            "(the dropped rows are then listed in <output_dir>/dropped_rows.csv)."
+        )
         if self.errors and not self.problems and len(self.errors) == 1:
             return self.errors[0]
+        if len(self.problems) == 1 and not self.errors:  # one bad row: say it on the first line
+            return f"{self.problems[0]}\n(1 of {self.n_rows} rows failed validation.) {footer.replace('these rows', 'this row').replace('without them', 'without it')}"
         parts = []
         if self.problems:
             parts.append(f"{len(self.problems)} of {self.n_rows} rows failed validation")
@@ -118,10 +124,7 @@ class ValidationReport:
         lines = list(self.errors) + [str(p) for p in self.problems]
         text = format_problems(" and ".join(parts) + ":", lines, limit + len(self.errors))
         if self.problems:
-            text += (
-                "\nFix these rows, or train without them with --on_invalid_rows drop "
-                "(the dropped rows are then listed in <output_dir>/dropped_rows.csv)."
-            )
+            text += "\n" + footer
         return text
 
     def format_warnings(self) -> str:

@@ -355,7 +355,7 @@ def load_manifest(
     if header_problems:
         raise DataError("\n".join(header_problems))
     if errors and not keep_invalid_rows:
-        raise DataValidationError(format_problems(f"{path}: {len(errors)} bad lines:", errors), errors)
+        raise DataValidationError(format_problems(f"{path}: {len(errors)} bad line{'s' if len(errors) != 1 else ''}:", errors), errors)
     if ignored:
         logger.info("%s: ignoring columns not in the schema: %s", path, sorted(ignored))
     if not keep_invalid_rows:  # the plain schema; the bookkeeping columns are for validation

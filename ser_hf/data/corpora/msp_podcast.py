@@ -126,7 +126,7 @@ def load_msp_podcast(
         )
         rows.append(row)
     if errors:
-        raise DataValidationError(format_problems(f"{csv_path}: {len(errors)} bad lines:", errors), errors)
+        raise DataValidationError(format_problems(f"{csv_path}: {len(errors)} bad line{'s' if len(errors) != 1 else ''}:", errors), errors)
     if not rows:
         raise ValueError(f"{csv_path}: no rows left after the split mapping {split_names}")
     if unlabelled:
