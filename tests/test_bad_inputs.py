@@ -16,7 +16,6 @@ import string
 
 import numpy as np
 import pytest
-import soundfile as sf
 from helpers_audio import tone, write_empty, write_random_bytes, write_wav
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -308,6 +307,25 @@ def test_debug_shows_the_traceback(audio_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SER_HF_DEBUG", "1")
     with pytest.raises(DataError, match="line 2"):
         cli(["validate", *_args(manifest, tmp_path / "o")])
+
+
+def test_evaluate_checks_its_split_before_loading_the_model(audio_dir, tmp_path, capsys, no_model):
+    from ser_hf.configuration import SERSpeechConfig
+    from ser_hf.modeling import SERModelForSpeech, build_feature_extractor
+
+    model_dir = tmp_path / "model"
+    config = SERSpeechConfig(backbone_config=tiny_speech_backbone(), labels=LABELS, head_hidden_size=8)
+    SERModelForSpeech(config).save_pretrained(model_dir)
+    build_feature_extractor(config).save_pretrained(model_dir)
+    rows = good_rows()
+    rows[9]["label"], rows[10]["audio"] = "zzz", "gone.wav"
+    manifest = write_manifest(audio_dir, rows, name="evaluate.csv")
+    code, _, err = run(capsys, "evaluate", "--model", str(model_dir), "--corpus", "manifest", "--data_path", manifest,
+                       "--split", "test", "--output_dir", str(tmp_path / "eval"))
+    assert code == 2 and "Traceback" not in err
+    assert f"{manifest}, line 11, id 'u10': unknown label 'zzz' (expected one of ['a', 'b', 'c'])" in err
+    assert f"{manifest}, line 12, id 'u11': audio file not found" in err
+    assert not (tmp_path / "eval").exists()
 
 
 # --- warnings: counted and listed, never errors -------------------------------------------------
