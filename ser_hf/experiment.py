@@ -55,35 +55,6 @@ def corpus_labels(data_args: DataArguments) -> tuple[list[str] | None, dict | No
     return labels, spec.label_names, attribute_range
 
 
-def check_data(
-    corpus: datasets.DatasetDict,
-    data_args: DataArguments,
-    *,
-    labels: list[str] | None,
-    attribute_range,
-    task: str,
-    check_audio: bool,
-) -> datasets.DatasetDict:
-    """Validate every row before any training step; stop with all problems, or drop them if asked."""
-    from ser_hf.data.validation import drop_bad_rows, validate_dataset
-
-    needs_labels = task in ("categorical", "multitask")
-    report = validate_dataset(
-        corpus,
-        labels=labels,
-        attribute_range=attribute_range,
-        require_label=False,
-        require_attributes=task in ("attributes", "multitask") and not needs_labels,
-        check_audio=check_audio,
-    )
-    if data_args.on_invalid_rows == "drop":
-        return drop_bad_rows(corpus, report)
-    if data_args.on_invalid_rows != "error":
-        raise ValueError(f"on_invalid_rows must be 'error' or 'drop', got {data_args.on_invalid_rows!r}")
-    report.raise_if_errors()
-    return corpus
-
-
 def drop_unusable_rows(dataset: datasets.Dataset, task: str) -> datasets.Dataset:
     """Rows with no target for the task (e.g. MSP-Podcast's O/X rows for the categorical task).
 
