@@ -15,6 +15,7 @@ from ser_hf.arguments import DataArguments, ModelArguments
 from ser_hf.configuration import SERSpeechConfig, SERTextConfig
 from ser_hf.data.collators import SERTargets, SpeechCollator, TextCollator
 from ser_hf.data.corpora import get_corpus_spec, load_corpus
+from ser_hf.data.protocols import apply_evaluation_protocol, shared_label_spec
 from ser_hf.io import write_json_atomic
 from ser_hf.training_args import SERTrainingArguments
 
@@ -23,21 +24,9 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- data
 def load_data(data_args: DataArguments) -> datasets.DatasetDict:
-    """The corpus as a DatasetDict in the ser-hf schema (regrouped into one fold's splits with ``cv_folds``)."""
+    """The corpus as a DatasetDict in the ser-hf schema (``label_map`` and ``cv_folds`` applied)."""
     corpus = load_corpus(data_args.corpus, data_args.data_path, **(data_args.corpus_options or {}))
-    if data_args.label_map:
-        from ser_hf.data.label_maps import apply_label_map, resolve_label_map
-
-        corpus, _ = apply_label_map(corpus, data_args.corpus, resolve_label_map(data_args.label_map))
-    if data_args.cv_folds is not None or data_args.cv_fold is not None:
-        from ser_hf.data.folds import apply_fold
-
-        if data_args.cv_folds is None or data_args.cv_fold is None:
-            raise ValueError("cv_folds and cv_fold go together (a protocol and the held-out fold)")
-        corpus = apply_fold(
-            corpus, data_args.cv_folds, data_args.cv_fold, dev_fold=data_args.cv_dev_fold, corpus_name=data_args.corpus
-        )
-    return corpus
+    return apply_evaluation_protocol(corpus, data_args)
 
 
 def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dataset | None:
@@ -55,14 +44,8 @@ def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dat
 def corpus_labels(data_args: DataArguments) -> tuple[list[str] | None, dict | None, tuple[float, float] | None]:
     """(class codes, readable names, attribute range) for the configured corpus."""
     spec = get_corpus_spec(data_args.corpus)
-    if data_args.label_map:
-        from ser_hf.data.label_maps import resolve_label_map
-
-        shared = list(resolve_label_map(data_args.label_map).classes)
-        if data_args.labels and list(data_args.labels) != shared:
-            raise ValueError(f"labels {list(data_args.labels)} disagree with label_map {data_args.label_map!r} classes {shared}")
-        attribute_range = tuple(data_args.attribute_range) if data_args.attribute_range else spec.attribute_range
-        return shared, {name: name for name in shared}, attribute_range
+    if data_args.label_map:  # cross-corpus: the shared class set replaces the corpus's own
+        return shared_label_spec(data_args, spec.attribute_range)
     labels = list(data_args.labels) if data_args.labels else (list(spec.labels) if spec.labels else None)
     attribute_range = tuple(data_args.attribute_range) if data_args.attribute_range else spec.attribute_range
     return labels, spec.label_names, attribute_range
@@ -285,8 +268,9 @@ def predict_split(
     split: str = "test",
     batch_size: int = 16,
     max_seconds: float | None = None,
+    dataset: datasets.Dataset | None = None,
 ):
-    """Predictions of a saved checkpoint for *every* row of a split, in row order.
+    """Predictions of a saved checkpoint for *every* row of a split (or of ``dataset``), in row order.
 
     Rows without targets are predicted too (an unlabelled challenge test set needs a submission);
     the report leaves them out of the metrics. Runs through `Trainer.predict`, so under
@@ -305,7 +289,7 @@ def predict_split(
     config = AutoConfig.from_pretrained(model_dir)
     model_args = ModelArguments(modality="speech" if isinstance(config, SERSpeechConfig) else "text", model_name_or_path=model_dir)
     model, processor = build_model(model_args, labels=None, label_names=None, attribute_range=None)
-    dataset = select_split(load_data(data_args), split)
+    dataset = select_split(load_data(data_args), split) if dataset is None else dataset
     references_from_rows(dataset, model.config)  # an unknown class code fails before the long pass
     seconds = max_seconds or getattr(model.config, "max_audio_seconds", None)
     collator = build_collator(model, processor, max_seconds=seconds, text_column=data_args.text_column)

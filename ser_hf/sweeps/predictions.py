@@ -1,5 +1,6 @@
 """Per-utterance test predictions of a finished run, written by the run's own process so that a
-sweep can pool them (cross-validation folds) without loading any model again.
+sweep can pool them (cross-validation folds) without loading any model again. They cover exactly
+the rows the run's ``test_metrics.json`` was computed on.
 
 The CSV has the columns of the evaluation report's ``predictions.csv`` (``id, speaker, gender,
 true_label, predicted_label, prob_<class>...`` and ``true_/predicted_<attribute>``).
@@ -11,8 +12,29 @@ import math
 import os
 
 
+def tested_rows(data_args, model_args):
+    """The rows ``experiment.train`` tests on: the test split after the run's row checks
+    (``on_invalid_rows``) and without rows that have no target for the task."""
+    import datasets
+
+    from ser_hf.experiment import check_data, corpus_labels, drop_unusable_rows, load_data, select_split
+
+    labels, _, attribute_range = corpus_labels(data_args)
+    corpus = load_data(data_args)
+    parts = data_args.test_split.split("+")
+    corpus = check_data(
+        datasets.DatasetDict({name: corpus[name] for name in parts if name in corpus}),
+        data_args,
+        labels=labels if model_args.task != "attributes" else None,
+        attribute_range=attribute_range,
+        task=model_args.task,
+        check_audio=False,  # already checked before training when asked
+    )
+    return drop_unusable_rows(select_split(corpus, data_args.test_split), model_args.task)
+
+
 def write_test_predictions(path: str, data_args, model_args, training_args) -> str:
-    """Predict the run's test split with the checkpoint it just saved and write ``path`` atomically."""
+    """Predict the run's test rows with the checkpoint it just saved and write ``path`` atomically."""
     from ser_hf.evaluation import _write_predictions
     from ser_hf.experiment import predict_split
 
@@ -23,6 +45,7 @@ def write_test_predictions(path: str, data_args, model_args, training_args) -> s
         split=data_args.test_split,
         batch_size=training_args.per_device_eval_batch_size,
         max_seconds=seconds,
+        dataset=tested_rows(data_args, model_args),
     )
     if is_main:
         _write_predictions(path, dataset.to_list(), predictions, config)
