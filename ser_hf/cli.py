@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "export": "Export a trained model to ONNX (dynamic batch/length axes, parity-checked with onnxruntime).",
     "serve": "Start a web demo (Gradio) of a speech model: upload or record audio, see its emotions.",
     "ablate": "Run a grid of training strategies over seeds and tabulate the results.",
+    "cv": "Cross-validate: every fold of a protocol (leave-one-speaker/session-out, K folds) as its own run; pooled results.",
+    "crosscorpus": "Train on corpus A, test on corpus B for every pair on a shared class set; matrix + heatmap.",
     "demo": "Run the whole pipeline on the embedded synthetic corpus with tiny models.",
 }
 

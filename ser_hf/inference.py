@@ -27,6 +27,7 @@ import soundfile as sf
 import torch
 
 from ser_hf.data.audio import AudioError, _open_or_none, _require_file, audio_info, load_audio
+from ser_hf.data.audio import window_bounds  # noqa: F401  (re-exported: predict's windows)
 
 logger = logging.getLogger(__name__)
 
@@ -109,18 +110,6 @@ class Window(NamedTuple):
     start: int  # samples at the model's rate
     end: int
     wave: np.ndarray
-
-
-def window_bounds(num_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
-    """Window (start, end) samples for a recording of ``num_samples``: every ``hop`` while a full window
-    fits, then one last full window aligned to the end so the tail is covered; one short window for a
-    recording shorter than ``window``. `stream_windows` yields exactly these."""
-    if num_samples <= window:
-        return [(0, num_samples)]
-    bounds = [(start, start + window) for start in range(0, num_samples - window + 1, hop)]
-    if bounds[-1][1] < num_samples:
-        bounds.append((num_samples - window, num_samples))
-    return bounds
 
 
 def stream_windows(blocks: Iterable[np.ndarray], window: int, hop: int) -> Iterator[Window]:
