@@ -22,7 +22,11 @@ COMMANDS: dict[str, str] = {
     "extract": "Cache pooled features of a fine-tuned model as a datasets Dataset on disk.",
     "fuse": "Train the fusion head on cached audio and text features.",
     "predict": "Run a trained model on audio files or folders (long files in windows).",
+    "export": "Export a trained model to ONNX (dynamic batch/length axes, parity-checked with onnxruntime).",
+    "serve": "Start a web demo (Gradio) of a speech model: upload or record audio, see its emotions.",
     "ablate": "Run a grid of training strategies over seeds and tabulate the results.",
+    "cv": "Cross-validate: every fold of a protocol (leave-one-speaker/session-out, K folds) as its own run; pooled results.",
+    "crosscorpus": "Train on corpus A, test on corpus B for every pair on a shared class set; matrix + heatmap.",
     "demo": "Run the whole pipeline on the embedded synthetic corpus with tiny models.",
 }
 
@@ -59,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(f"ser_hf.commands.{name}")
         return int(module.main(rest) or 0)
-    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2, message already printed)
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2, message already printed); 75: preempted
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        print(exit_.code, file=sys.stderr)  # what the interpreter does with SystemExit("message")
+        return 1
     except (SERUserError, FileNotFoundError) as error:
         if debug:
             raise

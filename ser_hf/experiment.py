@@ -15,6 +15,7 @@ from ser_hf.arguments import DataArguments, ModelArguments
 from ser_hf.configuration import SERSpeechConfig, SERTextConfig
 from ser_hf.data.collators import SERTargets, SpeechCollator, TextCollator
 from ser_hf.data.corpora import get_corpus_spec
+from ser_hf.data.protocols import shared_label_spec
 from ser_hf.errors import ConfigError
 from ser_hf.io import write_json_atomic
 from ser_hf.preflight import (
@@ -31,7 +32,8 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- data
 def load_data(data_args: DataArguments) -> datasets.DatasetDict:
-    """The corpus as a DatasetDict in the ser-hf schema (bad lines raise one `DataError` naming them all)."""
+    """The corpus as a DatasetDict in the ser-hf schema (``label_map`` and ``cv_folds`` applied; bad
+    lines raise one `DataError` naming them all)."""
     return load_run_corpus(data_args)
 
 
@@ -50,6 +52,8 @@ def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dat
 def corpus_labels(data_args: DataArguments) -> tuple[list[str] | None, dict | None, tuple[float, float] | None]:
     """(class codes, readable names, attribute range) for the configured corpus."""
     spec = get_corpus_spec(data_args.corpus)
+    if data_args.label_map:  # cross-corpus: the shared class set replaces the corpus's own
+        return shared_label_spec(data_args, spec.attribute_range)
     labels = list(data_args.labels) if data_args.labels else (list(spec.labels) if spec.labels else None)
     attribute_range = tuple(data_args.attribute_range) if data_args.attribute_range else spec.attribute_range
     return labels, spec.label_names, attribute_range
@@ -200,9 +204,6 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     # Seed before the model exists: the Trainer seeds only after, so otherwise every seed shares one init.
     from transformers import set_seed
 
-    set_seed(training_args.seed)
-    from transformers import set_seed
-
     set_seed(training_args.seed)  # the new head (and a random encoder) are initialised from the run's seed
     model, processor = build_model(
         model_args,
@@ -217,6 +218,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     )
     if isinstance(collator, SpeechCollator):
         collator.train_max_seconds = training_args.max_audio_seconds
+        collator.window_long_inputs = True  # long eval/test utterances are scored whole (windowed), not cut
     trainer = SERTrainer(
         model=model,
         args=training_args,
@@ -225,7 +227,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
         data_collator=collator,
         processing_class=processor,
     )
-    train_output = trainer.train()
+    # "last" = the newest complete checkpoint in output_dir (a fresh start when there is none yet);
+    # a SIGTERM stops after saving a checkpoint and raises ser_hf.resume.TrainingPreempted.
+    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         write_json_atomic(os.path.join(training_args.output_dir, "train_metrics.json"), train_output.metrics)
@@ -247,8 +251,9 @@ def predict_split(
     split: str = "test",
     batch_size: int = 16,
     max_seconds: float | None = None,
+    dataset: datasets.Dataset | None = None,
 ):
-    """Predictions of a saved checkpoint for *every* row of a split, in row order.
+    """Predictions of a saved checkpoint for *every* row of a split (or of ``dataset``), in row order.
 
     Rows without targets are predicted too (an unlabelled challenge test set needs a submission);
     the report leaves them out of the metrics. Runs through `Trainer.predict`, so under
@@ -266,13 +271,15 @@ def predict_split(
 
     config = AutoConfig.from_pretrained(model_dir)
     model_args = ModelArguments(modality="speech" if isinstance(config, SERSpeechConfig) else "text", model_name_or_path=model_dir)
-    # The same checks as `ser-hf validate`, with the model's labels and scale, before the model is loaded.
-    dataset = select_split(check_evaluation_data(data_args, config, split).corpus, split)
+    if dataset is None:  # the same checks as `ser-hf validate`, with the model's labels and scale, before loading it
+        dataset = select_split(check_evaluation_data(data_args, config, split).corpus, split)
     model, processor = build_model(model_args, labels=None, label_names=None, attribute_range=None)
     references_from_rows(dataset, model.config)  # an unknown class code fails before the long pass
     seconds = max_seconds or getattr(model.config, "max_audio_seconds", None)
     collator = build_collator(model, processor, max_seconds=seconds, text_column=data_args.text_column)
     collator = dataclasses.replace(collator, targets=SERTargets())  # inputs only: nothing to compute a loss on
+    if isinstance(collator, SpeechCollator):
+        collator.window_long_inputs = True  # an utterance longer than the window is scored whole, windowed
     with tempfile.TemporaryDirectory(prefix="ser-hf-predict-") as scratch:
         args = SERTrainingArguments(output_dir=scratch, per_device_eval_batch_size=batch_size, report_to=[])
         trainer = SERTrainer(model=model, args=args, data_collator=collator, processing_class=processor)

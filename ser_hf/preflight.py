@@ -20,7 +20,8 @@ import datasets
 
 from ser_hf.arguments import DataArguments
 from ser_hf.data.corpora import CorpusSpec, get_corpus_spec
-from ser_hf.data.schema import ATTRIBUTES, INVALID_SPLIT, OPTIONAL_COLUMNS
+from ser_hf.data.protocols import apply_evaluation_protocol, shared_label_spec
+from ser_hf.data.schema import ATTRIBUTES, INVALID_SPLIT, BOOKKEEPING_COLUMNS
 from ser_hf.data.validation import RowProblem, ValidationReport, drop_bad_rows, format_problems, validate_dataset
 from ser_hf.errors import ConfigError, DataError, SERUserError
 
@@ -86,16 +87,34 @@ def load_run_corpus(
     if "keep_invalid_rows" in parameters:
         extra["keep_invalid_rows"] = keep_invalid_rows
     try:
-        return spec.loader(data_args.data_path, **options, **extra)
+        corpus = spec.loader(data_args.data_path, **options, **extra)
     except SERUserError:
         raise
     except FileNotFoundError as error:
         raise DataError(f"{spec.name} corpus: {error}") from error
     except (ValueError, UnicodeDecodeError) as error:
         raise DataError(f"{spec.name} corpus at {data_args.data_path}: {error}") from error
+    # The evaluation protocol (label_map, cv fold); unreadable lines stay aside, to be reported.
+    unreadable = corpus.pop(INVALID_SPLIT, None) if isinstance(corpus, dict) else None
+    try:
+        corpus = apply_evaluation_protocol(corpus, data_args)
+    except SERUserError:
+        raise
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    if unreadable is not None:
+        corpus[INVALID_SPLIT] = unreadable
+    return corpus
 
 
-def _label_set(data_args: DataArguments, spec: CorpusSpec, corpus, task: str) -> list[str] | None:
+def _label_set(data_args: DataArguments, spec: CorpusSpec, corpus, task: str) -> tuple[list[str] | None, dict | None]:
+    """(class codes, readable names): the label map's shared set, the user's, or the corpus's."""
+    if getattr(data_args, "label_map", None):  # cross-corpus: the shared class set replaces the corpus's own
+        try:
+            labels, names, _ = shared_label_spec(data_args, spec.attribute_range)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+        return labels, names
     labels = list(data_args.labels) if data_args.labels else (list(spec.labels) if spec.labels else None)
     if labels is None and task != "attributes":
         found, first = Counter(), {}
@@ -117,7 +136,7 @@ def _label_set(data_args: DataArguments, spec: CorpusSpec, corpus, task: str) ->
             f"`labels: [{', '.join(sorted(found)) or 'CLASS1, CLASS2'}]` to the config or `--labels {suggestion}`, "
             f"listing only real classes (classes found in the data: {listed})"
         )
-    return labels
+    return labels, dict(spec.label_names) or None
 
 
 def _attribute_range(data_args: DataArguments, spec: CorpusSpec, corpus, task: str):
@@ -234,7 +253,7 @@ def check_run_data(
     # Only the splits this run reads are validated (an unlabelled challenge test set may sit beside them),
     # plus the lines too broken to know their split.
     corpus = datasets.DatasetDict({name: full[name] for name in full if name in names or name == INVALID_SPLIT})
-    labels = _label_set(data_args, spec, corpus, task)
+    labels, label_names = _label_set(data_args, spec, corpus, task)
     attribute_range = _attribute_range(data_args, spec, corpus, task)
     report = validate_dataset(
         corpus,
@@ -260,7 +279,7 @@ def check_run_data(
         corpus = drop_bad_rows(corpus, report)
     corpus = datasets.DatasetDict(
         {
-            name: ds.remove_columns([c for c in OPTIONAL_COLUMNS if c in ds.column_names])
+            name: ds.remove_columns([c for c in BOOKKEEPING_COLUMNS if c in ds.column_names])
             for name, ds in corpus.items()
             if name != INVALID_SPLIT
         }
@@ -268,7 +287,7 @@ def check_run_data(
     empty = [name for name in names if len(corpus[name]) == 0]
     if empty:
         raise DataError(f"split(s) {empty} have no rows left after dropping the bad ones")
-    return CheckedData(corpus, report, labels, dict(spec.label_names) or None, attribute_range, dropped)
+    return CheckedData(corpus, report, labels, label_names, attribute_range, dropped)
 
 
 def check_evaluation_data(data_args: DataArguments, config, split: str, *, progress: bool | None = None) -> CheckedData:
