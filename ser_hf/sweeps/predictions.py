@@ -13,24 +13,16 @@ import os
 
 
 def tested_rows(data_args, model_args):
-    """The rows ``experiment.train`` tests on: the test split after the run's row checks
-    (``on_invalid_rows``) and without rows that have no target for the task."""
-    import datasets
+    """The rows ``experiment.train`` tests on: the test split after the run's row checks (the same
+    `check_run_data` call, so ``on_invalid_rows drop`` drops the same rows) and without rows that
+    have no target for the task."""
+    from ser_hf.experiment import drop_unusable_rows, select_split
+    from ser_hf.preflight import check_run_data
 
-    from ser_hf.experiment import check_data, corpus_labels, drop_unusable_rows, load_data, select_split
-
-    labels, _, attribute_range = corpus_labels(data_args)
-    corpus = load_data(data_args)
-    parts = data_args.test_split.split("+")
-    corpus = check_data(
-        datasets.DatasetDict({name: corpus[name] for name in parts if name in corpus}),
-        data_args,
-        labels=labels if model_args.task != "attributes" else None,
-        attribute_range=attribute_range,
-        task=model_args.task,
-        check_audio=False,  # already checked before training when asked
+    checked = check_run_data(
+        data_args, task=model_args.task, modality=model_args.modality, scan_audio=False, progress=False
     )
-    return drop_unusable_rows(select_split(corpus, data_args.test_split), model_args.task)
+    return drop_unusable_rows(select_split(checked.corpus, data_args.test_split), model_args.task)
 
 
 def write_test_predictions(path: str, data_args, model_args, training_args) -> str:
