@@ -68,8 +68,11 @@ def test_batched_predict_equals_one_file_at_a_time(model_dir, audio_dir):
             alone = torch.softmax(model(**extractor([wave], sampling_rate=16000, return_tensors="pt")).logits, -1)[0]
         np.testing.assert_allclose([row["probabilities"][n] for n in LABELS], alone.numpy(), atol=2e-5)
     assert {r["num_windows"] for r in batched.files if "long" in r["file"]} == {5, 3}
-    in_process = predict(model_dir, audio_dir, batch_size=6, num_workers=0)
-    assert in_process.files == batched.files and in_process.windows == batched.windows
+    in_process = predict(model_dir, audio_dir, batch_size=6, num_workers=0)  # decoding here, torch's own thread count
+    assert [r["file"] for r in in_process.files] == files
+    for a, b in zip(in_process.windows, batched.windows):
+        assert (a["file"], a["start"], a["end"]) == (b["file"], b["start"], b["end"])
+        np.testing.assert_allclose([a["probabilities"][n] for n in LABELS], [b["probabilities"][n] for n in LABELS], atol=1e-5)
 
 
 def test_interrupted_run_resumes_with_identical_outputs(model_dir, audio_dir, tmp_path, monkeypatch):
