@@ -193,6 +193,5 @@ def test_outputs_are_published_as_one_set(model_dir, audio_dir, tmp_path, monkey
 def test_second_run_on_the_same_folder_is_refused(model_dir, audio_dir, tmp_path):
     from ser_hf.prediction_output import locked_output_dir
 
-    with locked_output_dir(tmp_path / "out"):
-        with pytest.raises(ValueError, match="in use by another"):
-            predict(model_dir, audio_dir, output_dir=tmp_path / "out", num_workers=0)
+    with locked_output_dir(tmp_path / "out"), pytest.raises(ValueError, match="in use by another"):
+        predict(model_dir, audio_dir, output_dir=tmp_path / "out", num_workers=0)
