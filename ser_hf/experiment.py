@@ -24,7 +24,10 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------- data
 def load_data(data_args: DataArguments) -> datasets.DatasetDict:
     """The corpus as a DatasetDict in the ser-hf schema."""
-    return load_corpus(data_args.corpus, data_args.data_path, **(data_args.corpus_options or {}))
+    options = dict(data_args.corpus_options or {})
+    if data_args.corpus == "manifest" and data_args.labels and "labels" not in options:
+        options["labels"] = list(data_args.labels)  # aligns label_distribution / label_votes columns
+    return load_corpus(data_args.corpus, data_args.data_path, **options)
 
 
 def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dataset | None:
@@ -139,10 +142,37 @@ def build_model(model_args: ModelArguments, *, labels, label_names, attribute_ra
     else:
         raise ValueError("set one of backbone (pretrained encoder), backbone_config (random init) or model_name_or_path")
     if speech:
+        apply_spec_augment_settings(model, model_args)
         processor = build_feature_extractor(model.config, pretrained_path)
     else:
         processor = _load_tokenizer(model_args.tokenizer or model_args.backbone, model_args.trust_remote_code)
     return model, processor
+
+
+def apply_spec_augment_settings(model, model_args: ModelArguments) -> None:
+    """Set the wav2vec2-family encoder's own SpecAugment (``mask_time_prob`` / ``mask_feature_prob``)."""
+    import torch
+
+    wanted = {k: getattr(model_args, k, None) for k in ("mask_time_prob", "mask_feature_prob")}
+    wanted = {k: float(v) for k, v in wanted.items() if v is not None}
+    if not wanted:
+        return
+    for key, value in wanted.items():
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{key} must be in [0, 1), got {value}")
+    backbone = model.backbone
+    if getattr(model.config, "is_whisper", False) or not hasattr(backbone.config, "mask_time_prob"):
+        raise ValueError(
+            f"{', '.join(wanted)} apply to wav2vec2/WavLM/HuBERT encoders; this encoder "
+            f"({backbone.config.model_type}) has no such masking: use augment.specaugment for log-mel encoders"
+        )
+    for key, value in wanted.items():
+        setattr(backbone.config, key, value)
+        model.config.backbone_config[key] = value
+    backbone.config.apply_spec_augment = True
+    model.config.backbone_config["apply_spec_augment"] = True
+    if getattr(backbone, "masked_spec_embed", None) is None and any(v > 0 for v in wanted.values()):
+        backbone.masked_spec_embed = torch.nn.Parameter(torch.empty(backbone.config.hidden_size).uniform_())
 
 
 def _load_tokenizer(name_or_path: str | None, trust_remote_code: bool):

@@ -27,10 +27,22 @@ FEATURES = datasets.Features(
 )
 
 
-def rows_to_dataset(rows: list[dict]) -> datasets.Dataset:
-    """Build a Dataset in the common schema from row dicts (missing keys become None)."""
-    columns = {name: [row.get(name) for row in rows] for name in COLUMNS}
-    return datasets.Dataset.from_dict(columns, features=FEATURES)
+# Optional columns: present only when a corpus provides them (every split then carries them, so
+# splits still concatenate). ``label_distribution``: the annotators' class distribution, aligned
+# with the corpus's label list (see ser_hf.data.soft_labels); None where a row has none.
+OPTIONAL_FEATURES = {"label_distribution": datasets.Sequence(datasets.Value("float32"))}
+
+
+def rows_to_dataset(rows: list[dict], optional: tuple[str, ...] | None = None) -> datasets.Dataset:
+    """Build a Dataset in the common schema from row dicts (missing keys become None).
+
+    Optional columns are kept when any row has a value (or when named in ``optional``)."""
+    if optional is None:
+        optional = tuple(name for name in OPTIONAL_FEATURES if any(row.get(name) is not None for row in rows))
+    names = (*COLUMNS, *optional)
+    columns = {name: [row.get(name) for row in rows] for name in names}
+    features = datasets.Features({**FEATURES, **{name: OPTIONAL_FEATURES[name] for name in optional}})
+    return datasets.Dataset.from_dict(columns, features=features)
 
 
 def rows_to_dataset_dict(rows: list[dict]) -> datasets.DatasetDict:
@@ -38,4 +50,5 @@ def rows_to_dataset_dict(rows: list[dict]) -> datasets.DatasetDict:
     by_split: dict[str, list[dict]] = {}
     for row in rows:
         by_split.setdefault(row["split"], []).append(row)
-    return datasets.DatasetDict({name: rows_to_dataset(part) for name, part in by_split.items()})
+    optional = tuple(name for name in OPTIONAL_FEATURES if any(row.get(name) is not None for row in rows))
+    return datasets.DatasetDict({name: rows_to_dataset(part, optional) for name, part in by_split.items()})

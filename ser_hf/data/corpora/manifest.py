@@ -7,6 +7,11 @@ the manifest is the id (unique by construction). Relative audio paths are resolv
 ``audio_root``, else the manifest's folder. Without a ``split`` column every row is "train"
 unless ``split=`` names the split for the whole file (it then overrides any column). Bad lines are
 collected and raised together.
+
+Soft labels: a ``label_distribution`` column (list, JSON list, or JSON object class -> share) or a
+``label_votes`` column (per-class counts, same forms) gives each row its annotators' distribution,
+aligned with ``labels`` (needed for the keyed forms and to derive a missing ``label``: the majority
+class, none on a tie). See ``ser_hf.data.soft_labels``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Iterator, Mapping
 import datasets
 
 from ser_hf.data.schema import ATTRIBUTES, COLUMNS, rows_to_dataset_dict
+from ser_hf.data.soft_labels import distribution_from_votes, majority_label, parse_distribution
 from ser_hf.data.splits import order_splits
 from ser_hf.data.validation import DataValidationError, format_problems
 
@@ -31,6 +37,8 @@ LABEL_NAMES: dict[str, str] = {}
 ATTRIBUTE_RANGE = None
 
 _DELIMITERS = {".csv": ",", ".tsv": "\t"}
+SOFT_LABEL_COLUMNS = ("label_distribution", "label_votes")
+_KNOWN = (*COLUMNS, *SOFT_LABEL_COLUMNS)
 _JSON_LINES = (".jsonl", ".ndjson")
 
 
@@ -80,9 +88,9 @@ def _text(value) -> str | None:
 
 
 def _check_mapping(mapping: Mapping[str, str]) -> dict[str, str]:
-    unknown = {src: dst for src, dst in mapping.items() if dst not in COLUMNS}
+    unknown = {src: dst for src, dst in mapping.items() if dst not in _KNOWN}
     if unknown:
-        raise ValueError(f"column_mapping targets {unknown} are not schema columns {list(COLUMNS)}")
+        raise ValueError(f"column_mapping targets {unknown} are not schema columns {list(_KNOWN)}")
     targets = list(mapping.values())
     repeated = sorted({t for t in targets if targets.count(t) > 1})
     if repeated:
@@ -94,7 +102,7 @@ def _sources(keys, mapping: dict[str, str]) -> dict[str, str]:
     """Schema column -> the manifest column that feeds it; error if two columns feed one."""
     sources: dict[str, str] = {}
     for key in keys:
-        target = mapping.get(key, key if key in COLUMNS else None)
+        target = mapping.get(key, key if key in _KNOWN else None)
         if target is None:
             continue
         if target in sources:
@@ -111,8 +119,11 @@ def load_manifest(
     column_mapping: Mapping[str, str] | None = None,
     audio_root=None,
     split: str | None = None,
+    labels=None,
 ) -> datasets.DatasetDict:
-    """Read a manifest into a DatasetDict in the common schema (audio stays a path; nothing is decoded)."""
+    """Read a manifest into a DatasetDict in the common schema (audio stays a path; nothing is decoded).
+
+    ``labels``: the class codes the soft-label columns are aligned with (see the module docstring)."""
     path = os.fspath(path)
     mapping = _check_mapping(column_mapping or {})
     base = os.path.abspath(os.fspath(audio_root) if audio_root is not None else os.path.dirname(os.path.abspath(path)))
@@ -126,6 +137,7 @@ def load_manifest(
             ignored.update(k for k in keys if k not in sources.values())
         value = {target: record.get(source) for target, source in sources.items()}
         row, problems = _row_from_record(value, base, split)
+        _add_soft_label(row, value, labels, problems)
         if problems:
             errors.append(f"line {line_no}: {'; '.join(problems)}")
         else:
@@ -172,3 +184,30 @@ def _row_from_record(value: dict, base: str, split: str | None) -> tuple[dict, l
     else:
         row["split"] = "train"
     return row, problems
+
+
+def _add_soft_label(row: dict, value: dict, labels, problems: list[str]) -> None:
+    """Parse ``label_distribution`` / ``label_votes`` into ``row["label_distribution"]``."""
+    given = [name for name in SOFT_LABEL_COLUMNS if _text(value.get(name)) is not None or isinstance(value.get(name), (list, dict))]
+    if not given:
+        return
+    if len(given) == 2:
+        problems.append("both label_distribution and label_votes are given; keep one")
+        return
+    labels = list(labels) if labels is not None else None
+    try:
+        if given[0] == "label_distribution":
+            distribution = parse_distribution(value["label_distribution"], labels)
+        else:
+            distribution = distribution_from_votes(value["label_votes"], labels)
+    except ValueError as exc:
+        problems.append(str(exc))
+        return
+    row["label_distribution"] = distribution
+    if row.get("label") is None:
+        if labels is None:
+            problems.append(f"{given[0]} without a label: pass labels (corpus_options) to derive the majority class")
+        else:
+            row["label"] = majority_label(distribution, labels)
+    elif labels is not None and row["label"] not in labels:
+        problems.append(f"label {row['label']!r} is not in the labels {labels} its {given[0]} is aligned with")
