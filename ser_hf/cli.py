@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "fuse": "Train the fusion head on cached audio and text features.",
     "predict": "Run a trained model on audio files or folders (long files in windows).",
     "ablate": "Run a grid of training strategies over seeds and tabulate the results.",
+    "ensemble": "Combine several checkpoints (mean, majority vote or stacking) and evaluate them as one model.",
     "demo": "Run the whole pipeline on the embedded synthetic corpus with tiny models.",
 }
 

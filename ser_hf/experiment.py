@@ -294,8 +294,12 @@ def predict_split(
     split: str = "test",
     batch_size: int = 16,
     max_seconds: float | None = None,
+    perturbation=None,
 ):
     """Predictions of a saved checkpoint for *every* row of a split, in row order.
+
+    ``perturbation`` (`ser_hf.data.augment.Perturbation`, speech models only) degrades every
+    utterance the same way each time (the robustness report).
 
     Rows without targets are predicted too (an unlabelled challenge test set needs a submission);
     the report leaves them out of the metrics. Runs through `Trainer.predict`, so under
@@ -319,6 +323,10 @@ def predict_split(
     seconds = max_seconds or getattr(model.config, "max_audio_seconds", None)
     collator = build_collator(model, processor, max_seconds=seconds, text_column=data_args.text_column)
     collator = dataclasses.replace(collator, targets=SERTargets())  # inputs only: nothing to compute a loss on
+    if perturbation is not None:
+        if not isinstance(collator, SpeechCollator):
+            raise ValueError("perturbations degrade audio; this is a text model")
+        collator = dataclasses.replace(collator, perturbation=perturbation)
     with tempfile.TemporaryDirectory(prefix="ser-hf-predict-") as scratch:
         args = SERTrainingArguments(output_dir=scratch, per_device_eval_batch_size=batch_size, report_to=[])
         trainer = SERTrainer(model=model, args=args, data_collator=collator, processing_class=processor)
