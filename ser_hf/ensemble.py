@@ -15,7 +15,7 @@ import numpy as np
 
 from ser_hf.evaluation import Predictions
 
-METHODS = ("mean", "vote", "stack")
+METHODS = ("mean", "vote", "stack", "weights")
 
 
 def check_compatible(configs: Sequence[Any], names: Sequence[str]) -> None:
@@ -103,6 +103,8 @@ def combine(method: str, members: Sequence[Predictions], *, dev_members=None, de
     """Combine member predictions by ``method`` (mean, vote, stack); stack needs the dev split's members/references."""
     if method not in METHODS:
         raise ValueError(f"unknown ensemble method {method!r}; valid: {', '.join(METHODS)}")
+    if method == "weights":
+        raise ValueError("method weights averages checkpoints, not predictions: use average_checkpoint_weights")
     if len(members) < 2:
         raise ValueError("an ensemble needs at least two models")
     if method == "mean":
@@ -113,6 +115,51 @@ def combine(method: str, members: Sequence[Predictions], *, dev_members=None, de
         raise ValueError("method stack needs a development split (--dev_split) to fit the stacker on")
     stacker = StackedEnsemble().fit(dev_members, dev_references.label_ids, dev_references.attributes)
     return stacker.predict(members)
+
+
+def average_checkpoint_weights(model_dirs: Sequence[str], output_dir: str) -> str:
+    """Average the weights of checkpoints of one architecture (e.g. the last k checkpoints of a run)
+    into one model saved at ``output_dir`` (safetensors, with the first checkpoint's processor).
+
+    Floating-point tensors are averaged; integer buffers (counters) are taken from the first model.
+    Checkpoints with different parameter names or shapes are refused, naming the first difference.
+    """
+    import torch
+
+    from ser_hf.arguments import ModelArguments
+    from ser_hf.experiment import build_model
+
+    if len(model_dirs) < 2:
+        raise ValueError("weight averaging needs at least two checkpoints")
+    models, processor = [], None
+    for path in model_dirs:
+        from transformers import AutoConfig
+
+        import ser_hf.modeling  # noqa: F401  (registers the model types)
+        from ser_hf.configuration import SERSpeechConfig
+
+        modality = "speech" if isinstance(AutoConfig.from_pretrained(path), SERSpeechConfig) else "text"
+        model, proc = build_model(ModelArguments(modality=modality, model_name_or_path=path), labels=None, label_names=None, attribute_range=None)
+        models.append(model)
+        processor = processor or proc
+    states = [m.state_dict() for m in models]
+    for name, state in zip(model_dirs[1:], states[1:]):
+        if state.keys() != states[0].keys():
+            raise ValueError(f"{name} has different parameters than {model_dirs[0]}: {sorted(set(state) ^ set(states[0]))[:5]}")
+        for key, value in state.items():
+            if value.shape != states[0][key].shape:
+                raise ValueError(f"{name}: {key} has shape {tuple(value.shape)}, {model_dirs[0]} has {tuple(states[0][key].shape)}")
+    averaged = {}
+    for key, value in states[0].items():
+        if value.is_floating_point():
+            averaged[key] = torch.stack([s[key].float() for s in states]).mean(0).to(value.dtype)
+        else:
+            averaged[key] = value
+    target = models[0]
+    target.load_state_dict(averaged)
+    target.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir
 
 
 def evaluate_ensemble(
@@ -139,6 +186,20 @@ def evaluate_ensemble(
         raise ValueError(f"unknown ensemble method {method!r}; valid: {', '.join(METHODS)}")
     if method == "stack" and not dev_split:
         raise ValueError("method stack needs --dev_split (the split the stacker is fitted on)")
+    if method == "weights":
+        import os
+
+        from ser_hf.experiment import evaluate_checkpoint
+
+        if not output_dir:
+            raise ValueError("method weights saves the averaged model: give --output_dir")
+        averaged = average_checkpoint_weights(model_dirs, os.path.join(output_dir, "averaged_model"))
+        report = evaluate_checkpoint(
+            averaged, data_args, split=split, batch_size=batch_size, max_seconds=max_seconds, output_dir=output_dir,
+            bootstrap_resamples=bootstrap_resamples,
+        )
+        report.update({"ensemble_method": method, "models": list(model_dirs)})
+        return report
     configs, members, dev_members, dataset, dev_rows = [], [], [], None, None
     for model_dir in model_dirs:
         config, rows, predictions, _, _ = predict_split(model_dir, data_args, split=split, batch_size=batch_size, max_seconds=max_seconds)
@@ -174,4 +235,4 @@ def evaluate_ensemble(
     return report
 
 
-__all__ = ["METHODS", "StackedEnsemble", "average", "combine", "evaluate_ensemble", "majority_vote"]
+__all__ = ["METHODS", "StackedEnsemble", "average", "average_checkpoint_weights", "combine", "evaluate_ensemble", "majority_vote"]

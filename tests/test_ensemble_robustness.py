@@ -90,6 +90,24 @@ def test_ser_hf_ensemble_writes_a_report_with_member_scores(corpus, tmp_path, ca
         main([*argv[:-6], "--method", "stack"])
 
 
+def test_checkpoint_weight_averaging(tmp_path):
+    from ser_hf.ensemble import average_checkpoint_weights
+    from ser_hf.modeling import SERModelForSpeech
+
+    for seed in range(2):
+        torch.manual_seed(seed)
+        model = save_tiny_model(tmp_path / f"c{seed}", "categorical")
+        for p in model.parameters():
+            torch.nn.init.normal_(p)
+        model.save_pretrained(tmp_path / f"c{seed}")
+    out = average_checkpoint_weights([str(tmp_path / "c0"), str(tmp_path / "c1")], str(tmp_path / "avg"))
+    a, b, avg = (SERModelForSpeech.from_pretrained(p).state_dict() for p in (tmp_path / "c0", tmp_path / "c1", out))
+    for key in a:
+        if a[key].is_floating_point():
+            torch.testing.assert_close(avg[key], (a[key] + b[key]) / 2)
+    assert (tmp_path / "avg" / "preprocessor_config.json").exists()
+
+
 def test_robustness_report_csv_png(corpus, tmp_path, capsys):  # noqa: F811
     from ser_hf.commands.evaluate import main
 

@@ -18,7 +18,8 @@ from ser_hf.config_parser import parse_config
 @dataclass
 class EnsembleArguments:
     models: list[str] = field(metadata={"help": "Two or more saved ser-hf checkpoint directories."})
-    method: str = field(default="mean", metadata={"help": "mean (probabilities/attributes), vote (majority) or stack (logistic regression on --dev_split)."})
+    method: str = field(default="mean", metadata={"help": "mean (probabilities/attributes), vote (majority), stack (logistic regression on --dev_split) "
+                                                        "or weights (average the checkpoints' weights, e.g. the last k of one run; saved to output_dir/averaged_model)."})
     split: str = field(default="test", metadata={"help": "Split to evaluate."})
     dev_split: str | None = field(default=None, metadata={"help": "Split the stacker is fitted on (method stack)."})
     output_dir: str | None = field(default=None, metadata={"help": "Where the ensemble's report goes."})
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         max_seconds=args.max_seconds, output_dir=args.output_dir, bootstrap_resamples=args.bootstrap_resamples,
     )
     shown = summary(results)
-    shown["member_mean"] = results["member_mean"]
+    if "member_mean" in results:
+        shown["member_mean"] = results["member_mean"]
     print(dump_json(shown))
     return 0
