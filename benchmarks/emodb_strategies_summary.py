@@ -19,6 +19,7 @@ SWEEPS = {
     "strategies_augment_only": "recipe + augment (waveform+specaugment)",
     "strategies_mixup_only": "recipe + manifold mixup",
     "strategies_combo": "recipe + augment + manifold mixup",
+    "strategies_plain_augmix": "plain + augment + manifold mixup",
 }
 
 

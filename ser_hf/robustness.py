@@ -59,10 +59,15 @@ def robustness_report(
             ["condition", "kind", "severity", *metric_names],
             [[r["condition"], r["kind"], "" if r["severity"] is None else r["severity"], *(r[m] for m in metric_names)] for r in rows],
         )
-        robustness_figure(rows, metric_names, os.path.join(output_dir, PNG_FILE), title=f"{data_args.corpus} {split}: {os.path.basename(os.path.normpath(model_dir))}")
+        robustness_figure(rows, metric_names, os.path.join(output_dir, PNG_FILE), title=f"{data_args.corpus} {split}: {_short(model_dir)}")
         result["files"] = [CSV_FILE, PNG_FILE, JSON_FILE]
         write_json_atomic(os.path.join(output_dir, JSON_FILE), result)
     return result
+
+
+def _short(path: str) -> str:
+    parts = os.path.normpath(path).split(os.sep)
+    return os.sep.join(parts[-3:])
 
 
 def robustness_figure(rows: list[dict], metric_names: list[str], path: str, title: str = "") -> str:
@@ -88,7 +93,7 @@ def robustness_figure(rows: list[dict], metric_names: list[str], path: str, titl
         axes.grid(alpha=0.3)
         if p == 0:
             axes.set_ylabel("score (dashed: clean)")
-            axes.legend(fontsize=8, loc="lower left")
+            axes.legend(fontsize=8, loc="best")
     if title:
         figure.suptitle(title)
     return save_figure(figure, path)
