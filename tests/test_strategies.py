@@ -168,7 +168,8 @@ def test_soft_ce_trains_on_manifest_distributions(tmp_path, tiny_manifest):
     assert "eval_soft_kl" in metrics and "eval_macro_f1" in metrics and metrics["eval_soft_label_rows"] == len(corpus["dev"])
 
 
-def test_soft_focal_trains_on_msp_votes(tmp_path):
+@pytest.mark.parametrize("loss", ["soft_ce", "focal"])
+def test_soft_losses_train_on_msp_votes(tmp_path, loss):
     from msp_fixture import build_msp_corpus
 
     from ser_hf.configuration import SERSpeechConfig
@@ -185,10 +186,12 @@ def test_soft_focal_trains_on_msp_votes(tmp_path):
     config = SERSpeechConfig(backbone_config=tiny_speech_backbone(), labels=list(LABELS), head_hidden_size=8, max_audio_seconds=1.0)
     model = SERModelForSpeech(config)
     extractor = build_feature_extractor(config)
-    args = SERTrainingArguments(output_dir=str(tmp_path / "out"), loss="focal", soft_labels=True, class_weighting="inverse",
+    args = SERTrainingArguments(output_dir=str(tmp_path / "out"), loss=loss, soft_labels=True, class_weighting="inverse",
                                 max_steps=2, per_device_train_batch_size=4, report_to=[], save_strategy="no", use_cpu=True)
     trainer = SERTrainer(model=model, args=args, train_dataset=train, data_collator=SpeechCollator(extractor, SERTargets.for_config(config)))
-    assert isinstance(trainer.soft_categorical_loss, SoftTargetFocalLoss) and trainer.soft_categorical_loss.alpha is not None
+    expected = SoftTargetFocalLoss if loss == "focal" else SoftTargetCrossEntropyLoss
+    assert isinstance(trainer.soft_categorical_loss, expected)
+    assert getattr(trainer.soft_categorical_loss, "alpha", getattr(trainer.soft_categorical_loss, "weight", None)) is not None
     assert np.isfinite(trainer.train().training_loss)
 
 
