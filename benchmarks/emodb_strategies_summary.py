@@ -20,6 +20,7 @@ SWEEPS = {
     "strategies_mixup_only": "recipe + manifold mixup",
     "strategies_combo": "recipe + augment + manifold mixup",
     "strategies_plain_augmix": "plain + augment + manifold mixup",
+    "strategies_combo16": "recipe + augment + manifold mixup, 16 epochs",
 }
 
 

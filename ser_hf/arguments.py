@@ -14,7 +14,7 @@ class DataArguments:
 
     corpus: str = field(
         default="synthetic",
-        metadata={"help": "Corpus loader: msp_podcast, emodb, ravdess, manifest (CSV/JSONL) or synthetic."},
+        metadata={"help": "Corpus loader: msp_podcast, iemocap, msp_improv, crema_d, meld, esd, tess, emodb, ravdess, manifest (CSV/JSONL) or synthetic."},
     )
     data_path: str | None = field(
         default=None, metadata={"help": "Corpus root folder, or the manifest file for corpus=manifest."}
@@ -47,6 +47,23 @@ class DataArguments:
         },
     )
     imbalance_seed: int = field(default=0, metadata={"help": "Seed of the imbalance subsampling (same subset for every training seed)."})
+    cv_folds: str | None = field(
+        default=None,
+        metadata={
+            "help": "Cross-validation protocol: speaker (leave-one-speaker-out), session (leave-one-session-out), "
+            "K (K speaker folds) or a preset (iemocap_loso, emodb_loso, ...; see ser_hf.data.folds). With cv_fold "
+            "the corpus is regrouped into train/test (and dev with cv_dev_fold); ser-hf cv runs every fold."
+        },
+    )
+    cv_fold: int | None = field(default=None, metadata={"help": "The held-out fold (0-based) of cv_folds."})
+    cv_dev_fold: bool = field(default=False, metadata={"help": "Also hold out the next fold as the dev split."})
+    label_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "Map the corpus's classes onto a class set shared across corpora: 'shared' (neutral, happy, "
+            "angry, sad) or a YAML file (see ser_hf.data.label_maps). Rows of other classes are dropped and counted."
+        },
+    )
 
 
 @dataclass

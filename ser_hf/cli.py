@@ -16,7 +16,11 @@ COMMANDS: dict[str, str] = {
     "extract": "Cache pooled features of a fine-tuned model as a datasets Dataset on disk.",
     "fuse": "Train the fusion head on cached audio and text features.",
     "predict": "Run a trained model on audio files or folders (long files in windows).",
+    "export": "Export a trained model to ONNX (dynamic batch/length axes, parity-checked with onnxruntime).",
+    "serve": "Start a web demo (Gradio) of a speech model: upload or record audio, see its emotions.",
     "ablate": "Run a grid of training strategies over seeds and tabulate the results.",
+    "cv": "Cross-validate: every fold of a protocol (leave-one-speaker/session-out, K folds) as its own run; pooled results.",
+    "crosscorpus": "Train on corpus A, test on corpus B for every pair on a shared class set; matrix + heatmap.",
     "ensemble": "Combine several checkpoints (mean, majority vote or stacking) and evaluate them as one model.",
     "demo": "Run the whole pipeline on the embedded synthetic corpus with tiny models.",
 }

@@ -23,11 +23,24 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- data
 def load_data(data_args: DataArguments) -> datasets.DatasetDict:
-    """The corpus as a DatasetDict in the ser-hf schema."""
+    """The corpus as a DatasetDict in the ser-hf schema (regrouped into one fold's splits with ``cv_folds``)."""
     options = dict(data_args.corpus_options or {})
     if data_args.corpus == "manifest" and data_args.labels and "labels" not in options:
         options["labels"] = list(data_args.labels)  # aligns label_distribution / label_votes columns
-    return load_corpus(data_args.corpus, data_args.data_path, **options)
+    corpus = load_corpus(data_args.corpus, data_args.data_path, **options)
+    if data_args.label_map:
+        from ser_hf.data.label_maps import apply_label_map, resolve_label_map
+
+        corpus, _ = apply_label_map(corpus, data_args.corpus, resolve_label_map(data_args.label_map))
+    if data_args.cv_folds is not None or data_args.cv_fold is not None:
+        from ser_hf.data.folds import apply_fold
+
+        if data_args.cv_folds is None or data_args.cv_fold is None:
+            raise ValueError("cv_folds and cv_fold go together (a protocol and the held-out fold)")
+        corpus = apply_fold(
+            corpus, data_args.cv_folds, data_args.cv_fold, dev_fold=data_args.cv_dev_fold, corpus_name=data_args.corpus
+        )
+    return corpus
 
 
 def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dataset | None:
@@ -45,6 +58,14 @@ def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dat
 def corpus_labels(data_args: DataArguments) -> tuple[list[str] | None, dict | None, tuple[float, float] | None]:
     """(class codes, readable names, attribute range) for the configured corpus."""
     spec = get_corpus_spec(data_args.corpus)
+    if data_args.label_map:
+        from ser_hf.data.label_maps import resolve_label_map
+
+        shared = list(resolve_label_map(data_args.label_map).classes)
+        if data_args.labels and list(data_args.labels) != shared:
+            raise ValueError(f"labels {list(data_args.labels)} disagree with label_map {data_args.label_map!r} classes {shared}")
+        attribute_range = tuple(data_args.attribute_range) if data_args.attribute_range else spec.attribute_range
+        return shared, {name: name for name in shared}, attribute_range
     labels = list(data_args.labels) if data_args.labels else (list(spec.labels) if spec.labels else None)
     attribute_range = tuple(data_args.attribute_range) if data_args.attribute_range else spec.attribute_range
     return labels, spec.label_names, attribute_range
@@ -245,9 +266,6 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     # Seed before the model exists: the Trainer seeds only after, so otherwise every seed shares one init.
     from transformers import set_seed
 
-    set_seed(training_args.seed)
-    from transformers import set_seed
-
     set_seed(training_args.seed)  # the new head (and a random encoder) are initialised from the run's seed
     model, processor = build_model(
         model_args,
@@ -262,6 +280,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     )
     if isinstance(collator, SpeechCollator):
         collator.train_max_seconds = training_args.max_audio_seconds
+        collator.window_long_inputs = True  # long eval/test utterances are scored whole (windowed), not cut
     if eval_set is None and training_args.eval_strategy != "no":
         raise ValueError("eval_strategy needs an eval_split")
     trainer = SERTrainer(
@@ -272,7 +291,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
         data_collator=collator,
         processing_class=processor,
     )
-    train_output = trainer.train()
+    # "last" = the newest complete checkpoint in output_dir (a fresh start when there is none yet);
+    # a SIGTERM stops after saving a checkpoint and raises ser_hf.resume.TrainingPreempted.
+    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         write_json_atomic(os.path.join(training_args.output_dir, "train_metrics.json"), train_output.metrics)
@@ -323,6 +344,8 @@ def predict_split(
     seconds = max_seconds or getattr(model.config, "max_audio_seconds", None)
     collator = build_collator(model, processor, max_seconds=seconds, text_column=data_args.text_column)
     collator = dataclasses.replace(collator, targets=SERTargets())  # inputs only: nothing to compute a loss on
+    if isinstance(collator, SpeechCollator):
+        collator.window_long_inputs = True  # an utterance longer than the window is scored whole, windowed
     if perturbation is not None:
         if not isinstance(collator, SpeechCollator):
             raise ValueError("perturbations degrade audio; this is a text model")

@@ -112,7 +112,7 @@ def train_fusion(args: FuseArguments, training_args: SERTrainingArguments) -> di
         eval_dataset=splits["eval"],
         data_collator=FeatureCollator(SERTargets.for_config(config)),
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)  # "last": newest checkpoint, if any
     trainer.save_model(training_args.output_dir)
     results: dict[str, Any] = {}
     if splits["test"] is not None:
@@ -128,7 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     fuse_args, training_args = parse_config((FuseArguments, SERTrainingArguments), argv, prog="ser-hf fuse")
     from ser_hf.experiment import dump_json
 
-    results = train_fusion(fuse_args, training_args)
+    from ser_hf.resume import TrainingPreempted
+
+    try:
+        results = train_fusion(fuse_args, training_args)
+    except TrainingPreempted as stopped:  # SIGTERM: a checkpoint was saved; rerun with --resume_from_checkpoint last
+        logging.getLogger("ser_hf.fuse").warning("%s", stopped)
+        return stopped.exit_code
     if training_args.process_index == 0 and results:
         print(dump_json({"test": results}))
     return 0
