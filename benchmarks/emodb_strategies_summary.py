@@ -82,7 +82,7 @@ def main() -> None:
         axes.grid(axis="y", alpha=0.3)
         if p == 0:
             axes.legend(fontsize=8)
-    figure.suptitle("EmoDB speaker-independent (test 03, 08), 8 epochs, Whisper-style encoder from scratch")
+    figure.suptitle("EmoDB speaker-independent (test 03, 08), Whisper-style encoder from scratch, 8 epochs unless noted")
     save_figure(figure, os.path.join(args.out, "emodb_augmentation.png"))
 
 

@@ -206,8 +206,10 @@ class SERTrainingArguments(TrainingArguments):
                     setattr(self, name, json.loads(value))
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{name}: not valid JSON ({exc.msg}): {value!r}") from None
-        parse_augment_config(self.augment)
-        parse_mixing_config(self.mixing)
+        if parse_augment_config(self.augment) is None:
+            self.augment = None
+        if parse_mixing_config(self.mixing) is None:
+            self.mixing = None
         if self.loss == "soft_ce":
             self.soft_labels = True
         if (self.soft_labels or self.mixing) and self.label_smoothing_factor_ce:
