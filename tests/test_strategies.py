@@ -370,3 +370,17 @@ def test_augment_and_mixing_fields_in_training(tiny_corpus, tmp_path):
 
     with pytest.raises(ValueError, match="unknown transform"):
         SERTrainingArguments(output_dir=str(tmp_path), augment={"wind": {}}, report_to=[])
+
+
+def test_mask_time_prob_reaches_wav2vec2_family_encoders_only():
+    from ser_hf.arguments import ModelArguments
+    from ser_hf.experiment import build_model
+    from ser_hf.tiny import tiny_speech_backbone
+
+    args = ModelArguments(backbone_config=tiny_speech_backbone("wavlm", mask_time_prob=0.0), mask_time_prob=0.2, mask_feature_prob=0.1)
+    model, _ = build_model(args, labels=TINY_LABELS, label_names=None, attribute_range=None)
+    assert model.backbone.config.mask_time_prob == 0.2 and model.config.backbone_config["mask_feature_prob"] == 0.1
+    assert model.backbone.masked_spec_embed is not None
+    whisper = ModelArguments(backbone_config=tiny_speech_backbone("whisper"), mask_time_prob=0.2)
+    with pytest.raises(ValueError, match="augment.specaugment"):
+        build_model(whisper, labels=TINY_LABELS, label_names=None, attribute_range=None)
