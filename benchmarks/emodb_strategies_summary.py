@@ -21,13 +21,16 @@ SWEEPS = {
     "strategies_combo": "recipe + augment + manifold mixup",
     "strategies_plain_augmix": "plain + augment + manifold mixup",
     "strategies_combo16": "recipe + augment + manifold mixup, 16 epochs",
+    "strategies_overlap/mixing-input": "recipe + augment + input mixup",
+    "strategies_overlap/mixing-overlap": "recipe + augment + overlap mixing",
 }
 
 
 def collect(root: str) -> list[dict]:
     runs = []
     for sweep, name in SWEEPS.items():
-        for path in sorted(glob.glob(os.path.join(root, sweep, "runs", "*", "seed*", "test_metrics.json"))):
+        folder, _, cell = sweep.partition("/")
+        for path in sorted(glob.glob(os.path.join(root, folder, "runs", cell or "*", "seed*", "test_metrics.json"))):
             metrics = json.load(open(path))
             cell = os.path.basename(os.path.dirname(os.path.dirname(path)))
             variant = "imbalanced" if "imbalance-F" in cell else "original"

@@ -384,3 +384,16 @@ def test_mask_time_prob_reaches_wav2vec2_family_encoders_only():
     whisper = ModelArguments(backbone_config=tiny_speech_backbone("whisper"), mask_time_prob=0.2)
     with pytest.raises(ValueError, match="augment.specaugment"):
         build_model(whisper, labels=TINY_LABELS, label_names=None, attribute_range=None)
+
+
+def test_training_batch_is_a_function_of_seed_epoch_index(tiny_corpus, tmp_path):
+    """What exact resume relies on: the same tagged rows give the same augmented, mixed batch in any
+    process (a fresh collator), and another epoch gives another batch."""
+    trainer = make_trainer(tiny_corpus, tmp_path, augment="waveform", mixing="input", seed=5)
+    rows = [{**tiny_corpus["train"][i], EPOCH_KEY: 3, INDEX_KEY: i} for i in range(4)]
+    first = trainer._training_collator()(rows)
+    again = make_trainer(tiny_corpus, tmp_path, augment="waveform", mixing="input", seed=5)._training_collator()(rows)
+    for key in first:
+        assert torch.equal(first[key], again[key]), key
+    later = trainer._training_collator()([{**row, EPOCH_KEY: 4} for row in rows])
+    assert not torch.equal(first["input_values"], later["input_values"])
