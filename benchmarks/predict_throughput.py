@@ -58,7 +58,7 @@ def write_clips(folder: str, count: int, seed: int = 0) -> float:
 
 
 def save_model(folder: str, hidden_size: int, layers: int) -> None:
-    """A WavLM-style model of the EmoDB benchmark's size (2 layers, width 128), 12 s window."""
+    """A small WavLM-style model (2 layers, width 64 by default), 12 s window."""
     from ser_hf.configuration import SERSpeechConfig
     from ser_hf.data.corpora import get_corpus_spec
     from ser_hf.modeling import SERModelForSpeech, build_feature_extractor
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_files", type=int, default=500)
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--hidden_size", type=int, default=128)
+    parser.add_argument("--hidden_size", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--output", default=os.path.join(HERE, "results", "predict_throughput.json"))
@@ -151,12 +151,12 @@ def main(argv: list[str] | None = None) -> int:
 
     configs = {
         "baseline predict (torch)": lambda: run_predict(baseline),
-        "batched predict, torch, 0 workers": lambda: run_predict(current, num_workers=0, progress=False),
         "batched predict, torch, 1 worker": lambda: run_predict(current, num_workers=1, progress=False),
-        "batched predict, onnxruntime, 1 worker": lambda: run_predict(current, num_workers=1, progress=False, backend="onnx"),
         "bare forward, torch": lambda: bare_forward(model_dir, files, args.batch_size, "torch"),
         "bare forward, torch, 1 thread": lambda: bare_forward(model_dir, files, args.batch_size, "torch", threads=1),
+        "batched predict, onnxruntime, 1 worker": lambda: run_predict(current, num_workers=1, progress=False, backend="onnx"),
         "bare forward, onnxruntime": lambda: bare_forward(onnx_dir, files, args.batch_size, "onnx"),
+        "batched predict, torch, 0 workers": lambda: run_predict(current, num_workers=0, progress=False),
     }
     best: dict[str, float] = {}
     labels: dict[str, list[str]] = {}

@@ -20,7 +20,13 @@ class DataArguments:
         default=None, metadata={"help": "Corpus root folder, or the manifest file for corpus=manifest."}
     )
     corpus_options: dict | None = field(
-        default=None, metadata={"help": "Extra keyword arguments of the corpus loader (YAML mapping)."}
+        default=None,
+        metadata={
+            "help": "Extra keyword arguments of the corpus loader (YAML mapping; JSON on the command line). For "
+            "corpus=manifest: column_mapping ({your column: schema column}, e.g. {\"path\": \"audio\", \"emotion\": "
+            "\"label\"}; schema columns: id audio transcript label arousal valence dominance speaker gender split), "
+            "audio_root, split, encoding (default utf-8; e.g. latin-1)."
+        },
     )
     train_split: str = field(default="train", metadata={"help": "Training split; join several with '+' (train+dev)."})
     eval_split: str | None = field(default="dev", metadata={"help": "Split for evaluation during training (none: skip)."})
@@ -33,9 +39,23 @@ class DataArguments:
     )
     on_invalid_rows: str = field(
         default="error",
-        metadata={"help": "Bad manifest rows: 'error' stops before training and lists them all; 'drop' removes and logs them."},
+        metadata={
+            "help": "Bad rows (unparsable lines included): 'error' stops before training and lists them all with file "
+            "and line; 'drop' removes them and writes the list to <output_dir>/dropped_rows.csv."
+        },
     )
     validate_audio: bool = field(default=True, metadata={"help": "Open every audio file during validation."})
+    scan_audio: bool = field(
+        default=False,
+        metadata={
+            "help": "Decode every audio file once during validation to warn about silent or clipped recordings "
+            "(on by default in `ser-hf validate`)."
+        },
+    )
+    allow_missing_classes: bool = field(
+        default=False,
+        metadata={"help": "Allow classes of the label set with no training rows (a warning instead of an error)."},
+    )
     text_column: str = field(default="transcript", metadata={"help": "Column the text model reads."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows (debugging)."})
     imbalance: str | None = field(

@@ -783,6 +783,7 @@ def _run_units(context: _RunContext, units: list[_Unit], done: dict[int, dict], 
     workers = (_default_workers() if num_workers is None else num_workers) if batched else 0
     threads = torch.get_num_threads()
     if workers:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers in forked workers: no thread pool warning
         # Leave a core to each decoding worker: OpenMP threads that outnumber the free cores spin at
         # every barrier and can make the forward pass several times slower (measured in
         # benchmarks/predict_throughput.py).

@@ -70,6 +70,8 @@ def test_iemocap_class_sets_and_dialog_filter(tmp_path):
     assert six["Ses01F_impro01_M000"]["label_distribution"] == pytest.approx([0, 0, 0, 0.5, 0, 0.5])  # + frustrated, excited
     no_exc = by_id(load_corpus("iemocap", root, class_set="4_no_excited", **kwargs))
     assert no_exc["Ses01F_script01_1_F001"]["label"] is None
+    with_text = by_id(load_corpus("iemocap", root, missing_transcripts="drop", **kwargs))
+    assert set(six) - set(with_text) == {"Ses02M_script02_2_F000"}
     improvised = by_id(load_corpus("iemocap", root, dialogs="improvised", **kwargs))
     assert improvised and all("_impro" in key for key in improvised)
     scripted = by_id(load_corpus("iemocap", root, dialogs="scripted", **kwargs))

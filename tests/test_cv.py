@@ -104,7 +104,7 @@ def cv_config() -> dict:
     return {**base_config(), "train_split": "train+dev", "eval_split": "none"}
 
 
-def test_cv_runs_every_fold_pools_predictions_and_resumes(tmp_path, synthetic_corpus):
+def test_cv_runs_every_fold_and_pools_predictions(tmp_path, synthetic_corpus):
     out = tmp_path / "cv"
     lines: list[str] = []
     kwargs = dict(seeds=[0], output_dir=str(out), devices="cpu", progress=lines.append)

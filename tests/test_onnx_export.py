@@ -251,3 +251,18 @@ def test_fusion_predict_with_onnx_parts(tmp_path):
     for a, b in zip(expected.files, got.files):
         assert a["label"] == b["label"]
         assert max(abs(a["probabilities"][n] - b["probabilities"][n]) for n in a["probabilities"]) < 1e-4
+
+
+def test_emodb_test_speakers_same_predictions_under_onnx(tmp_path):
+    """Real speech: EmoDB's test speakers (03, 08) give the same labels under onnxruntime as under torch."""
+    from tests.helpers_audio import emodb_root
+
+    wavs = sorted(str(p) for p in (emodb_root() / "wav").glob("*.wav") if p.name[:2] in ("03", "08"))
+    assert len(wavs) == 107
+    model_dir = _save_speech(tmp_path / "model", "wavlm", "multitask")
+    export_onnx(model_dir, str(tmp_path / "onnx"))
+    by_torch = predict(model_dir, wavs, batch_size=16, backend="torch", progress=False)
+    by_onnx = predict(str(tmp_path / "onnx"), wavs, batch_size=16, backend="onnx", progress=False)
+    assert [r["label"] for r in by_onnx.files] == [r["label"] for r in by_torch.files]
+    worst = max(abs(a["probabilities"][n] - b["probabilities"][n]) for a, b in zip(by_torch.windows, by_onnx.windows) for n in LABELS)
+    assert worst < 1e-4

@@ -140,6 +140,15 @@ def test_resume_last_without_checkpoints_starts_fresh_and_bad_path_is_an_error(t
         resolve_resume_checkpoint(str(half), str(tmp_path))
 
 
+def test_train_with_a_bad_checkpoint_path_exits_2_before_reading_data(tmp_path, capsys):
+    from ser_hf.cli import main as cli
+
+    config = _config(tmp_path / "config.yaml", str(tmp_path / "no_manifest.csv"), tmp_path / "run")
+    assert cli(["train", "--config", config, "--resume_from_checkpoint", str(tmp_path / "run" / "checkpoint-9")]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint-9 is not a folder" in err and "Traceback" not in err and "no_manifest" not in err
+
+
 def test_two_processes_kill_9_then_sigterm_then_resume_gives_identical_weights(tiny_manifest, tmp_path):
     """Two CPU processes (gloo), 2 rows each per step: kill -9 both after checkpoint-3, resume `last`
     until SIGTERM reaches rank 1 only at step 7 (both ranks stop and save at that step), resume `last`."""
@@ -180,3 +189,43 @@ def test_training_crops_are_a_function_of_seed_epoch_and_index(tiny_corpus):
     assert any(not np.array_equal(crop(e), first) for e in range(1, 6))  # other epochs: other windows
     eval_collator = SpeechCollator(None, SERTargets(), max_seconds=0.3)
     np.testing.assert_array_equal(eval_collator.load(row), eval_collator.load(row))  # evaluation: from the start
+
+
+def test_rows_carry_epoch_and_index_and_skipped_batches_are_never_read(tiny_corpus, tmp_path):
+    """What the resumed Trainer does to the first epoch (accelerate's `skip_first_batches`): the
+    skipped batches are dropped as index lists, so their rows are never fetched or decoded; the
+    batches that follow carry the same (epoch, index) tags, hence the same crops, as in a full pass."""
+    from accelerate import skip_first_batches
+
+    from ser_hf.configuration import SERSpeechConfig
+    from ser_hf.data.randomness import EPOCH_KEY, INDEX_KEY
+    from ser_hf.modeling import SERModelForSpeech
+    from ser_hf.trainer import SERTrainer
+    from ser_hf.training_args import SERTrainingArguments
+
+    seen = []
+
+    class Recording:
+        def train_mode(self, seed=None):
+            return self
+
+        def __call__(self, rows):
+            seen.append([(row[EPOCH_KEY], row[INDEX_KEY], row["id"]) for row in rows])
+            return {}
+
+    config = SERSpeechConfig(backbone_config=tiny_speech_backbone(), labels=TINY_LABELS, head_hidden_size=8)
+    args = SERTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, sampler="up", seed=3,
+                                report_to=[], use_cpu=True, disable_tqdm=True)
+    trainer = SERTrainer(model=SERModelForSpeech(config), args=args, train_dataset=tiny_corpus["train"],
+                         data_collator=Recording())
+    loader = trainer.get_train_dataloader()
+    loader.set_epoch(1)  # as Trainer._run_epoch does
+    list(loader)
+    full, seen[:] = list(seen), []
+    assert len(full) == 5 and all(epoch == 1 for batch in full for epoch, _, _ in batch)
+    ids = tiny_corpus["train"]["id"]
+    assert all(ids[index] == row_id for batch in full for _, index, row_id in batch)
+    skipped = skip_first_batches(loader, 3)
+    skipped.set_epoch(1)
+    list(skipped)
+    assert seen == full[3:]  # only the last two batches were read, with the same tags

@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from accelerate import PartialState
 
+    from ser_hf.errors import SERUserError
     from ser_hf.experiment import dump_json, train
     from ser_hf.resume import TrainingPreempted
 
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("ser_hf.train").warning("%s", stopped)
         PartialState().destroy_process_group()
         return stopped.exit_code
+    except SERUserError:  # bad data or config (the dispatcher prints it): leave the process group cleanly
+        PartialState().destroy_process_group()
+        raise
     if training_args.process_index == 0 and results:
         print(dump_json({"test": results}))
     # Under accelerate launch, close the process group before the interpreter exits (a process

@@ -16,6 +16,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from ser_hf.errors import DataError
+
 # Frames read at each end of a file by ``probe_audio``: enough to make libsndfile walk the
 # codec (a truncated FLAC/OGG fails to seek to its tail), small enough to stay header-cheap.
 _PROBE_FRAMES = 1024
@@ -23,7 +25,7 @@ _PROBE_FRAMES = 1024
 _LIBSNDFILE_EXTENSIONS = {f".{name.lower()}" for name in sf.available_formats()} | {".aif", ".oga", ".opus"}
 
 
-class AudioError(ValueError):
+class AudioError(DataError):
     """An audio file is missing, unreadable or empty; the message names the file."""
 
     def __init__(self, path, reason: str):

@@ -11,6 +11,12 @@ ATTRIBUTES = ("arousal", "valence", "dominance")
 
 COLUMNS = ("id", "audio", "transcript", "label", *ATTRIBUTES, "speaker", "gender", "split")
 
+# Bookkeeping columns a loader may add (see OPTIONAL_FEATURES), used by validation, removed before training:
+SOURCE = "source"  # where the row came from, e.g. "data/train.csv, line 7" (named in every error)
+INVALID = "invalid"  # reasons a line could not be read cleanly ("; "-joined); None for good rows
+INVALID_SPLIT = "_unreadable"  # split of lines too broken to know their split (JSON that does not parse)
+BOOKKEEPING_COLUMNS = (SOURCE, INVALID)
+
 FEATURES = datasets.Features(
     {
         "id": datasets.Value("string"),
@@ -29,8 +35,13 @@ FEATURES = datasets.Features(
 
 # Optional columns: present only when a corpus provides them (every split then carries them, so
 # splits still concatenate). ``label_distribution``: the annotators' class distribution, aligned
-# with the corpus's label list (see ser_hf.data.soft_labels); None where a row has none.
-OPTIONAL_FEATURES = {"label_distribution": datasets.Sequence(datasets.Value("float32"))}
+# with the corpus's label list (see ser_hf.data.soft_labels); None where a row has none. The
+# bookkeeping columns (``source``, ``invalid``) come from loaders asked to keep bad lines.
+OPTIONAL_FEATURES = {
+    "label_distribution": datasets.Sequence(datasets.Value("float32")),
+    SOURCE: datasets.Value("string"),
+    INVALID: datasets.Value("string"),
+}
 
 
 def rows_to_dataset(rows: list[dict], optional: tuple[str, ...] | None = None) -> datasets.Dataset:

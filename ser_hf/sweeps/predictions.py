@@ -1,5 +1,6 @@
 """Per-utterance test predictions of a finished run, written by the run's own process so that a
-sweep can pool them (cross-validation folds) without loading any model again.
+sweep can pool them (cross-validation folds) without loading any model again. They cover exactly
+the rows the run's ``test_metrics.json`` was computed on.
 
 The CSV has the columns of the evaluation report's ``predictions.csv`` (``id, speaker, gender,
 true_label, predicted_label, prob_<class>...`` and ``true_/predicted_<attribute>``).
@@ -11,8 +12,21 @@ import math
 import os
 
 
+def tested_rows(data_args, model_args):
+    """The rows ``experiment.train`` tests on: the test split after the run's row checks (the same
+    `check_run_data` call, so ``on_invalid_rows drop`` drops the same rows) and without rows that
+    have no target for the task."""
+    from ser_hf.experiment import drop_unusable_rows, select_split
+    from ser_hf.preflight import check_run_data
+
+    checked = check_run_data(
+        data_args, task=model_args.task, modality=model_args.modality, scan_audio=False, progress=False
+    )
+    return drop_unusable_rows(select_split(checked.corpus, data_args.test_split), model_args.task)
+
+
 def write_test_predictions(path: str, data_args, model_args, training_args) -> str:
-    """Predict the run's test split with the checkpoint it just saved and write ``path`` atomically."""
+    """Predict the run's test rows with the checkpoint it just saved and write ``path`` atomically."""
     from ser_hf.evaluation import _write_predictions
     from ser_hf.experiment import predict_split
 
@@ -23,6 +37,7 @@ def write_test_predictions(path: str, data_args, model_args, training_args) -> s
         split=data_args.test_split,
         batch_size=training_args.per_device_eval_batch_size,
         max_seconds=seconds,
+        dataset=tested_rows(data_args, model_args),
     )
     if is_main:
         _write_predictions(path, dataset.to_list(), predictions, config)

@@ -129,12 +129,17 @@ def load_iemocap(
     sessions=SESSIONS,
     test_sessions=TEST_SESSIONS,
     dev_sessions=DEV_SESSIONS,
+    missing_transcripts: str = "keep",
 ) -> datasets.DatasetDict:
     """Index IEMOCAP under ``root`` (the folder holding Session1..5); audio is not opened.
 
     ``dialogs``: all, improvised or scripted. An utterance in an EmoEvaluation file without its wav,
-    or a malformed label line, is an error (all are listed together).
+    or a malformed label line, is an error (all are listed together). An utterance without a
+    transcript line keeps ``transcript`` None (``missing_transcripts="keep"``) or is left out
+    (``"drop"``, so speech, text and fusion models see the same utterances); both are counted.
     """
+    if missing_transcripts not in ("keep", "drop"):
+        raise ValueError(f"IEMOCAP missing_transcripts must be keep or drop, got {missing_transcripts!r}")
     mapping = CLASS_SETS.get(class_set)
     if mapping is None:
         raise ValueError(f"IEMOCAP class_set must be one of {list(CLASS_SETS)}, got {class_set!r}")
@@ -176,6 +181,8 @@ def load_iemocap(
                     continue
                 if utt not in texts:
                     no_transcript += 1
+                    if missing_transcripts == "drop":
+                        continue
                 code = entry["emo"]
                 if code != "xxx" and code not in CODES:
                     problems.append(f"{os.path.join(eval_dir, name)}: utterance {utt} has unknown emotion code {code!r}")
@@ -200,7 +207,8 @@ def load_iemocap(
     if not rows:
         raise CorpusLayoutError(f"IEMOCAP: no utterances found under {root} for sessions {list(sessions)} and dialogs={dialogs}")
     if no_transcript:
-        logger.warning("IEMOCAP: %d utterances have no transcript line (transcript None)", no_transcript)
+        logger.warning("IEMOCAP: %d utterances have no transcript line (%s)", no_transcript,
+                       "left out" if missing_transcripts == "drop" else "transcript None")
     if outside:
         logger.info("IEMOCAP: %d utterances outside class set %s have no label: %s", sum(outside.values()), class_set, dict(outside))
     return order_splits(rows_to_dataset_dict(rows))

@@ -24,7 +24,8 @@ import datasets
 from ser_hf.data.corpora.manifest import iter_records, parse_attribute
 from ser_hf.data.schema import rows_to_dataset_dict
 from ser_hf.data.splits import order_splits
-from ser_hf.data.validation import DataValidationError, format_problems
+from ser_hf.data.validation import DataValidationError, format_problems, read_text_file
+from ser_hf.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def load_msp_podcast(
     include_transcripts: bool = True,
     labels_file: str = LABELS_FILE,
     detailed_file: str | None = DETAILED_FILE,
+    encoding: str = "utf-8",
 ) -> datasets.DatasetDict:
     """Read the consensus labels into a DatasetDict; audio paths are stored, never opened.
 
@@ -73,6 +75,8 @@ def load_msp_podcast(
     A set missing from the mapping is an error. Test3 rows without labels get ``None`` fields.
     ``detailed_file``: the per-annotator file turned into ``label_distribution`` when it exists
     (``None``: do not read it).
+    ``encoding``: of the labels CSV and the transcripts (a file that does not decode is an error
+    naming the file and line).
     """
     root = os.path.abspath(os.fspath(root))
     split_names = dict(DEFAULT_SPLITS if splits is None else splits)
@@ -84,9 +88,9 @@ def load_msp_podcast(
 
     votes = {}
     if detailed_file is not None and os.path.isfile(os.path.join(root, detailed_file)):
-        votes = read_annotator_votes(os.path.join(root, detailed_file), class_labels(exclude_classes))
+        votes = read_annotator_votes(os.path.join(root, detailed_file), class_labels(exclude_classes), encoding=encoding)
     rows, errors, unlabelled, left_out = [], [], Counter(), Counter()
-    for line_no, record in iter_records(csv_path):
+    for line_no, record in iter_records(csv_path, encoding=encoding):
         if not rows and not errors and not left_out:  # first record: check the header once
             missing = [c for c in COLUMNS if c not in record]
             if missing:
@@ -120,8 +124,11 @@ def load_msp_podcast(
         stem = os.path.splitext(file_name)[0]
         transcript = None
         if f"{stem}.txt" in transcripts:
-            with open(os.path.join(transcript_dir, f"{stem}.txt"), encoding="utf-8") as handle:
-                transcript = handle.read().strip()
+            try:
+                transcript = read_text_file(os.path.join(transcript_dir, f"{stem}.txt"), encoding).strip()
+            except DataError as error:  # collected with the other bad lines, not raised alone
+                errors.append(str(error))
+                continue
         speaker = (record["SpkrID"] or "").strip()
         row.update(
             id=stem,
@@ -136,7 +143,7 @@ def load_msp_podcast(
             row["label_distribution"] = votes.get(file_name)
         rows.append(row)
     if errors:
-        raise DataValidationError(format_problems(f"{csv_path}: {len(errors)} bad lines:", errors), errors)
+        raise DataValidationError(format_problems(f"{csv_path}: {len(errors)} bad line{'s' if len(errors) != 1 else ''}:", errors), errors)
     if not rows:
         raise ValueError(f"{csv_path}: no rows left after the split mapping {split_names}")
     if unlabelled:
@@ -161,7 +168,7 @@ def _vote_code(text: str) -> str | None:
     return _LONG_NAMES.get(key)
 
 
-def read_annotator_votes(path: str, classes) -> dict[str, list[float]]:
+def read_annotator_votes(path: str, classes, encoding: str = "utf-8") -> dict[str, list[float]]:
     """FileName -> the annotators' primary-emotion distribution over ``classes`` (from labels_detailed.csv).
 
     Unknown class names are an error naming the line; votes for classes outside ``classes`` (e.g. O
@@ -171,7 +178,7 @@ def read_annotator_votes(path: str, classes) -> dict[str, list[float]]:
     index = {code: i for i, code in enumerate(classes)}
     counts: dict[str, list[float]] = {}
     errors = []
-    for line_no, record in iter_records(path):
+    for line_no, record in iter_records(path, encoding=encoding):
         if not counts and not errors:
             missing = [c for c in DETAILED_COLUMNS if c not in record]
             if missing:
