@@ -86,6 +86,8 @@ def load_run_corpus(
         extra["required_columns"] = tuple(required_columns)
     if "keep_invalid_rows" in parameters:
         extra["keep_invalid_rows"] = keep_invalid_rows
+    if "labels" in parameters and data_args.labels and "labels" not in options:
+        extra["labels"] = list(data_args.labels)  # aligns a manifest's label_distribution / label_votes
     try:
         corpus = spec.loader(data_args.data_path, **options, **extra)
     except SERUserError:
