@@ -181,8 +181,11 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
 
     Returns the test metrics (also written to ``<output_dir>/test_metrics.json``).
     """
+    from ser_hf.resume import resolve_resume_checkpoint
     from ser_hf.trainer import SERTrainer
 
+    # A bad --resume_from_checkpoint is reported before any data is read ("last" may find none: fresh start).
+    resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     # The same checks as `ser-hf validate`, before any model exists: every problem at once, by file and line.
     checked = check_training_data(data_args, model_args, training_args)
     if checked.dropped and training_args.process_index == 0:
@@ -229,7 +232,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     )
     # "last" = the newest complete checkpoint in output_dir (a fresh start when there is none yet);
     # a SIGTERM stops after saving a checkpoint and raises ser_hf.resume.TrainingPreempted.
-    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_output = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         write_json_atomic(os.path.join(training_args.output_dir, "train_metrics.json"), train_output.metrics)
