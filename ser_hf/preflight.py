@@ -261,7 +261,7 @@ def check_run_data(
         corpus,
         labels=labels if task != "attributes" else None,
         attribute_range=attribute_range,
-        require_attributes=task == "attributes",
+        require_attributes=task == "attributes" and training,  # evaluation predicts unlabelled rows too
         require_transcript=modality == "text" and data_args.text_column == "transcript",
         sampling_rate=sampling_rate if modality == "speech" else None,
         max_seconds=max_seconds if modality == "speech" else None,
