@@ -23,7 +23,32 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- data
 def load_data(data_args: DataArguments) -> datasets.DatasetDict:
-    """The corpus as a DatasetDict in the ser-hf schema."""
+    """The corpus (or the ``--dataset_name`` dataset) as a DatasetDict in the ser-hf schema.
+
+    For a ``datasets`` input the label column's ClassLabel names ride along as ``.class_labels``.
+    """
+    if data_args.dataset_name:
+        from ser_hf.data.hf_datasets import DatasetColumns, load_dataset_as_manifest
+
+        columns = DatasetColumns(
+            audio=data_args.audio_column_name,
+            label=data_args.label_column_name,
+            text=data_args.text_column_name,
+            id=data_args.id_column_name,
+            speaker=data_args.speaker_column_name,
+            gender=data_args.gender_column_name,
+            attributes=dict(data_args.attribute_column_names or {}),
+        )
+        corpus, class_labels = load_dataset_as_manifest(
+            data_args.dataset_name,
+            data_args.dataset_config_name,
+            columns=columns,
+            revision=data_args.dataset_revision,
+            data_dir=data_args.dataset_data_dir,
+            cache_dir=data_args.dataset_cache_dir,
+        )
+        corpus.class_labels = class_labels
+        return corpus
     return load_corpus(data_args.corpus, data_args.data_path, **(data_args.corpus_options or {}))
 
 
@@ -39,8 +64,22 @@ def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dat
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
-def corpus_labels(data_args: DataArguments) -> tuple[list[str] | None, dict | None, tuple[float, float] | None]:
-    """(class codes, readable names, attribute range) for the configured corpus."""
+def corpus_labels(
+    data_args: DataArguments, corpus: datasets.DatasetDict | None = None
+) -> tuple[list[str] | None, dict | None, tuple[float, float] | None]:
+    """(class codes, readable names, attribute range) for the configured corpus.
+
+    A ``--dataset_name`` input takes its classes from ``--labels``, else the label column's
+    ClassLabel names (in the dataset's order), else the sorted labels found in ``corpus``.
+    """
+    if data_args.dataset_name:
+        from ser_hf.data.hf_datasets import infer_labels
+
+        labels = list(data_args.labels) if data_args.labels else getattr(corpus, "class_labels", None)
+        if not labels and corpus is not None and data_args.label_column_name:
+            labels = infer_labels(corpus) or None
+        attribute_range = tuple(data_args.attribute_range) if data_args.attribute_range else None
+        return labels, None, attribute_range
     spec = get_corpus_spec(data_args.corpus)
     labels = list(data_args.labels) if data_args.labels else (list(spec.labels) if spec.labels else None)
     attribute_range = tuple(data_args.attribute_range) if data_args.attribute_range else spec.attribute_range
@@ -179,8 +218,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     """
     from ser_hf.trainer import SERTrainer
 
-    labels, label_names, attribute_range = corpus_labels(data_args)
     corpus = load_data(data_args)
+    labels, label_names, attribute_range = corpus_labels(data_args, corpus)
     used = {
         part
         for name in (data_args.train_split, data_args.eval_split, data_args.test_split)
@@ -253,7 +292,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
         if trainer.is_world_process_zero():
             write_json_atomic(os.path.join(training_args.output_dir, "test_metrics.json"), results)
     if trainer.is_world_process_zero():
-        trainer.create_model_card(dataset_tags=[data_args.corpus], dataset=data_args.corpus)
+        trainer.create_model_card(dataset_tags=[data_args.source_name], dataset=data_args.source_name)
     return results
 
 
@@ -324,8 +363,8 @@ def evaluate_checkpoint(
     config, dataset, predictions, runtime, is_main = predict_split(
         model_dir, data_args, split=split, batch_size=batch_size, max_seconds=max_seconds
     )
-    extra = {"model": model_dir, "corpus": data_args.corpus, "split": split, **runtime}
-    title = f"{data_args.corpus} {split}"
+    extra = {"model": model_dir, "corpus": data_args.source_name, "split": split, **runtime}
+    title = f"{data_args.source_name} {split}"
     if output_dir and is_main and report:
         return write_evaluation_report(
             output_dir, predictions, dataset, config, title=title, extra_metrics=extra, n_resamples=bootstrap_resamples

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ser_hf.data.audio import crop, load_audio
+from ser_hf.data.audio import crop, describe_audio, load_audio
 from ser_hf.data.schema import ATTRIBUTES
 
 IGNORE_INDEX = -100
@@ -34,12 +34,15 @@ class SERTargets:
         code = row.get("label")
         if code is None:
             return IGNORE_INDEX
+        # A ``datasets.ClassLabel`` integer is already the index into the names the model was built from.
+        if isinstance(code, (int, np.integer)) and not isinstance(code, bool) and 0 <= code < len(self.labels or ()):
+            return int(code)
         try:
             return self._index[code]
         except KeyError:
             raise ValueError(
-                f"row {row.get('id')!r} ({row.get('audio')}): label {code!r} is not one of the model's labels "
-                f"{self.labels}"
+                f"row {row.get('id')!r} ({describe_audio(row.get('audio'))}): label {code!r} is not one of the "
+                f"model's labels {self.labels}"
             ) from None
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:

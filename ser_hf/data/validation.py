@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import datasets
 from tqdm.auto import tqdm
 
-from ser_hf.data.audio import AudioError, AudioInfo, probe_audio
+from ser_hf.data.audio import AudioError, AudioInfo, describe_audio, probe_audio
 from ser_hf.data.schema import ATTRIBUTES, COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _attribute_reasons(row: dict, attribute_range, require_attributes: bool) -> 
 
 def _audio_check(path) -> tuple[AudioInfo | None, str | None]:
     try:
-        return probe_audio(path or ""), None
+        return probe_audio(path if path is not None else ""), None
     except AudioError as exc:
         return None, exc.reason
     except OSError as exc:  # e.g. permission denied
@@ -171,10 +171,10 @@ def validate_dataset(
                     if audio_reason:
                         reasons.append(audio_reason)
                     elif info is not None and sampling_rate is not None and info.samplerate < sampling_rate:
-                        low_rate.append(row["audio"])
+                        low_rate.append(describe_audio(row["audio"]))
                     durations.append(None if info is None else info.duration)
                     if reasons:
-                        report.problems.append(RowProblem(split, index, row_id, row["audio"], tuple(reasons)))
+                        report.problems.append(RowProblem(split, index, row_id, describe_audio(row["audio"]), tuple(reasons)))
                     index += 1
                 bar.update(len(rows))
     if low_rate:
