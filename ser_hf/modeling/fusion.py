@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ser_hf.configuration import SERConfig, SERSpeechConfig, SERTextConfig
-from ser_hf.modeling.base import SEROutput, SERPreTrainedModel
+from .configuration import SERConfig, SERSpeechConfig, SERTextConfig
+from .base import SEROutput, SERPreTrainedModel
 
 FUSION_ORDER = ("audio", "text")
 
@@ -192,8 +192,8 @@ class SERJointModel(SERPreTrainedModel):
 
     def __init__(self, config: SERJointConfig):
         super().__init__(config)
-        from ser_hf.modeling.speech import SERModelForSpeech
-        from ser_hf.modeling.text import SERModelForText
+        from .speech import SERModelForSpeech
+        from .text import SERModelForText
 
         self.speech = SERModelForSpeech(config.part_config("speech"))
         self.text = SERModelForText(config.part_config("text"))
