@@ -198,3 +198,51 @@ def test_auto_classes_without_flags(speech_checkpoint):
 
     assert type(AutoConfig.from_pretrained(speech_checkpoint)) is SERSpeechConfig  # local code, no remote code
     assert type(AutoModelForAudioClassification.from_pretrained(speech_checkpoint)) is SERModelForSpeech
+
+
+# ---------------------------------------------------------------------------------------------- adapters
+def _fake_hub_cache(cache, repo_id, folder):
+    """``folder`` as huggingface_hub's cache holds a downloaded repo, so ``from_pretrained(repo_id)``
+    resolves it offline exactly as it would after a download."""
+    commit = "0" * 40
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+
+
+def test_adapter_on_a_hub_base_loads_with_auto_peft_model(speech_checkpoint, tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard
+    from peft import AutoPeftModelForFeatureExtraction
+
+    from ser_hf.finetuning import apply_lora, load_ser_model, save_checkpoint
+
+    cache = tmp_path / "hub_cache"
+    _fake_hub_cache(cache, "ser-hf-tests/tiny-base", speech_checkpoint)
+    base = SERModelForSpeech.from_pretrained("ser-hf-tests/tiny-base", cache_dir=str(cache))
+    lora = apply_lora(base, base_model_name_or_path="ser-hf-tests/tiny-base")
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in lora.named_parameters():
+            if ".lora_B." in name:
+                parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
+    save_checkpoint(lora, tmp_path / "adapter")
+    for name in os.listdir(tmp_path / "adapter"):
+        assert str(tmp_path) not in (tmp_path / "adapter" / name).read_bytes().decode("latin-1"), name
+    adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == "ser-hf-tests/tiny-base"
+    assert adapter_config["task_type"] == "FEATURE_EXTRACTION"
+    card = ModelCard.load(tmp_path / "adapter" / "README.md")
+    assert card.data.base_model == "ser-hf-tests/tiny-base" and card.data.library_name == "peft"
+    assert {"lora", "ser-hf", "base_model:adapter:ser-hf-tests/tiny-base"} <= set(card.data.tags)
+
+    inputs = build_feature_extractor(base.config)(_tone(), sampling_rate=16000, return_tensors="pt")
+    with torch.no_grad():
+        expected = lora.eval()(**inputs).logits
+        auto = AutoPeftModelForFeatureExtraction.from_pretrained(str(tmp_path / "adapter"), cache_dir=str(cache)).eval()
+        torch.testing.assert_close(auto(**inputs).logits, expected, atol=1e-5, rtol=0)
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))  # ser-hf's loader: default cache
+        ours = load_ser_model(tmp_path / "adapter").eval()
+        torch.testing.assert_close(ours(**inputs).logits, expected, atol=1e-5, rtol=0)
