@@ -225,6 +225,11 @@ class SERPeftModel(PeftModel):
             if not os.path.exists(os.path.join(_final_directory(save_directory), "README.md")):
                 write_adapter_card(staging, config, self.get_base_model().config)
 
+    def _upload_modified_files(self, working_dir, repo_id, *args, **kwargs):
+        """``push_to_hub`` hook: upload the adapter card instead of transformers' generic draft."""
+        write_adapter_card(working_dir, self.peft_config["default"], self.get_base_model().config)
+        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
+
     def load_adapter(self, model_id, adapter_name: str, is_trainable: bool = False, **kwargs):
         result = super().load_adapter(model_id, adapter_name, is_trainable=is_trainable, **kwargs)
         extras = self._extra_parameters()

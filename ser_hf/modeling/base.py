@@ -132,6 +132,17 @@ class SERPreTrainedModel(PreTrainedModel):
             self.config.backbone_name_or_path = backbone
 
 
+    def _upload_modified_files(self, working_dir, repo_id, *args, **kwargs):
+        """``push_to_hub`` hook: upload the ser-hf model card instead of transformers' generic draft."""
+        try:  # absent when this code runs from a checkpoint loaded with trust_remote_code
+            from ser_hf.hub import write_model_card
+        except ImportError:
+            pass
+        else:
+            write_model_card(working_dir, self.config, model_name=repo_id.split("/")[-1], repo_id=repo_id)
+        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
+
+
 def _plain_default_loss(logits, attributes_normalized, labels, targets) -> torch.Tensor | None:
     """The default loss in plain torch (CE over labelled rows + 1 - CCC per attribute over non-NaN rows)."""
     total = None
