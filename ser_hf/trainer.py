@@ -265,6 +265,8 @@ class SERTrainer(Trainer):
         if self.is_world_process_zero():
             from ser_hf.hub import write_trainer_model_card
 
+            if kwargs.get("license") is None:
+                kwargs["license"] = self.args.hub_license
             write_trainer_model_card(self, **kwargs)
 
     # ------------------------------------------------------------------ optimizer

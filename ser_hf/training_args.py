@@ -67,6 +67,10 @@ class SERTrainingArguments(TrainingArguments):
     training (the IS2025 baseline uses 32).
     """
 
+    hub_license: str | None = field(
+        default=None,
+        metadata={"help": "License id written into the model card (e.g. cc-by-4.0, apache-2.0); none: not stated."},
+    )
     loss: str = field(
         default="ce",
         metadata={"help": "Categorical loss: ce, weighted_ce (class-weighted CE), focal or soft_ce (label distributions)."},

@@ -92,7 +92,7 @@ def test_trainer_push_sends_weights_config_processor_code_and_card(hub, tmp_path
     from ser_hf.trainer import SERTrainer
 
     rows = [{"id": f"u{i}", "audio": write_tone(tmp_path / f"u{i}.wav", seconds=0.5), "label": code, "split": "train"}
-            for i, code in enumerate(["A", "N", "S", "A"])]
+            for i, code in enumerate(["A", "N", "S", "A", "N", "S", "A", "N"])]
     data = rows_to_dataset(rows)
     model = _speech_model()
     extractor = build_feature_extractor(model.config)
@@ -120,6 +120,9 @@ def test_trainer_push_sends_weights_config_processor_code_and_card(hub, tmp_path
     card = ModelCard(files["README.md"].decode())
     assert card.data.license == "cc-by-4.0" and card.data.library_name == "ser-hf"
     assert card.data.datasets == ["someone/my-emotions"]
+    # what ran, not what was configured: 1 step of batch 4 over 8 rows is half an epoch
+    assert "| Epochs run | 0.5 |" in card.text and "| Optimizer steps run | 1 |" in card.text
+    assert "| Training budget | 1 optimizer steps" in card.text
 
 
 def test_adapter_push_sends_adapter_weights_config_and_peft_card(hub, tmp_path):
