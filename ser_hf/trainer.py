@@ -25,7 +25,7 @@ def compute_ser_metrics(config, eval_prediction: EvalPrediction) -> dict[str, fl
     Categorical: macro-F1 (the IS2025 task-1 primary), micro-F1, accuracy, UAR. Attributes: CCC per
     attribute on the corpus scale and their mean (task 2).
     """
-    from ser_hf.metrics.functional import ccc_per_attribute, classification_metrics
+    from ser_hf.metrics import compute_metric  # the local evaluate modules
 
     predictions = _as_tuple(eval_prediction.predictions)
     references = _as_tuple(eval_prediction.label_ids)
@@ -38,12 +38,16 @@ def compute_ser_metrics(config, eval_prediction: EvalPrediction) -> dict[str, fl
         keep = labels != IGNORE_INDEX
         predicted = np.asarray(predictions["logits"]).argmax(-1)
         metrics.update(
-            classification_metrics(predicted[keep], labels[keep], labels=list(range(config.num_classes)))
+            compute_metric(
+                "ser_classification", predictions=predicted[keep], references=labels[keep],
+                labels=list(range(config.num_classes)),
+            )
         )
     if config.has_attributes:
         metrics.update(
-            ccc_per_attribute(
-                np.asarray(predictions["attributes"]), np.asarray(references["attribute_labels"]), config.attributes
+            compute_metric(
+                "ser_ccc", predictions=np.asarray(predictions["attributes"]),
+                references=np.asarray(references["attribute_labels"]), attribute_names=list(config.attributes),
             )
         )
     return metrics
