@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "predict": "Run a trained model on audio files or folders (long files in windows).",
     "ablate": "Run a grid of training strategies over seeds and tabulate the results.",
     "demo": "Run the whole pipeline on the embedded synthetic corpus with tiny models.",
+    "recipes": "Copy the shipped recipe configs (recipes/) out of the installed package.",
 }
 
 
