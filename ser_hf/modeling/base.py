@@ -143,6 +143,16 @@ class SERPreTrainedModel(PreTrainedModel):
         return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
 
 
+def encoder_layer_classes(encoder: nn.Module) -> list[str]:
+    """Class names of an encoder's transformer layers (its own ``_no_split_modules`` plus the classes
+    found in its ``layers``/``layer`` stacks), so FSDP never splits a layer across units."""
+    names = set(getattr(encoder, "_no_split_modules", None) or [])
+    for name, child in encoder.named_modules():
+        if isinstance(child, nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layers", "layer") and len(child):
+            names.add(type(child[0]).__name__)
+    return sorted(names)
+
+
 def _plain_default_loss(logits, attributes_normalized, labels, targets) -> torch.Tensor | None:
     """The default loss in plain torch (CE over labelled rows + 1 - CCC per attribute over non-NaN rows)."""
     total = None
@@ -182,6 +192,8 @@ class SERBackboneModel(SERPreTrainedModel):
             self.layer_weights = None
         self.pooling = build_pooling(config.pooling, hidden_size, config.attention_pooling_hidden_size)
         self._build_heads(self.pooling.output_size)
+        # What FSDP wraps as one unit (accelerate's TRANSFORMER_BASED_WRAP reads it): the encoder layers.
+        self._no_split_modules = encoder_layer_classes(self.backbone)
 
     def combine_layers(self, outputs) -> torch.Tensor:
         if self.layer_weights is None:

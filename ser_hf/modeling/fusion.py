@@ -199,6 +199,7 @@ class SERJointModel(SERPreTrainedModel):
         self.text = SERModelForText(config.part_config("text"))
         for part in (self.speech, self.text):
             part.classifier = part.regressor = None  # only encoder + pooling are used
+        self._no_split_modules = sorted({*self.speech._no_split_modules, *self.text._no_split_modules})
         sizes = {"audio": self.speech.pooling.output_size, "text": self.text.pooling.output_size}
         self.fusion = FusionInput(sizes, config.input_layer_norm, config.input_dropout)
         self._build_heads(self.fusion.output_size)
