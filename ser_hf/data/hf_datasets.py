@@ -265,6 +265,30 @@ def load_dataset_as_manifest(
     return to_manifest(raw, columns, audio_root=root), class_label_names(raw, columns.label)
 
 
+def load_from_data_args(data_args) -> datasets.DatasetDict:
+    """The ``--dataset_name`` input of a run's `DataArguments` as a manifest DatasetDict; the label
+    column's ClassLabel names ride along as ``.class_labels`` (None for string labels)."""
+    columns = DatasetColumns(
+        audio=data_args.audio_column_name,
+        label=data_args.label_column_name,
+        text=data_args.text_column_name,
+        id=data_args.id_column_name,
+        speaker=data_args.speaker_column_name,
+        gender=data_args.gender_column_name,
+        attributes=dict(data_args.attribute_column_names or {}),
+    )
+    corpus, class_labels = load_dataset_as_manifest(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        columns=columns,
+        revision=data_args.dataset_revision,
+        data_dir=data_args.dataset_data_dir,
+        cache_dir=data_args.dataset_cache_dir,
+    )
+    corpus.class_labels = class_labels
+    return corpus
+
+
 def infer_labels(manifest: datasets.DatasetDict, splits=None) -> list[str]:
     """Sorted distinct labels of the given splits (all by default), for string label columns."""
     found = set()
@@ -288,6 +312,7 @@ __all__ = [
     "infer_labels",
     "is_hub_id",
     "load_dataset_as_manifest",
+    "load_from_data_args",
     "load_hf_dataset",
     "to_manifest",
 ]
