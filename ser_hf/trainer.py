@@ -32,7 +32,7 @@ def compute_ser_metrics(config, eval_prediction: EvalPrediction, label_names: li
     references (``soft_labels``): ``soft_ce`` / ``soft_kl`` of the predicted probabilities to them, beside
     the hard-label metrics (which score the majority label).
     """
-    from ser_hf.metrics.functional import ccc_per_attribute, classification_metrics
+    from ser_hf.metrics import compute_metric  # the local evaluate modules
 
     predictions = _as_tuple(eval_prediction.predictions)
     references = _as_tuple(eval_prediction.label_ids)
@@ -45,7 +45,10 @@ def compute_ser_metrics(config, eval_prediction: EvalPrediction, label_names: li
         keep = labels != IGNORE_INDEX
         predicted = np.asarray(predictions["logits"]).argmax(-1)
         metrics.update(
-            classification_metrics(predicted[keep], labels[keep], labels=list(range(config.num_classes)))
+            compute_metric(
+                "ser_classification", predictions=predicted[keep], references=labels[keep],
+                labels=list(range(config.num_classes)),
+            )
         )
         if "label_distribution" in references:
             from scipy.special import softmax
@@ -56,8 +59,9 @@ def compute_ser_metrics(config, eval_prediction: EvalPrediction, label_names: li
             metrics.update(soft_label_metrics(probabilities, np.asarray(references["label_distribution"])))
     if config.has_attributes:
         metrics.update(
-            ccc_per_attribute(
-                np.asarray(predictions["attributes"]), np.asarray(references["attribute_labels"]), config.attributes
+            compute_metric(
+                "ser_ccc", predictions=np.asarray(predictions["attributes"]),
+                references=np.asarray(references["attribute_labels"]), attribute_names=list(config.attributes),
             )
         )
     return metrics
@@ -452,6 +456,8 @@ class SERTrainer(Trainer):
         if self.is_world_process_zero():
             from ser_hf.hub import write_trainer_model_card
 
+            if kwargs.get("license") is None:
+                kwargs["license"] = self.args.hub_license
             write_trainer_model_card(self, **kwargs)
 
     # ------------------------------------------------------------------ optimizer

@@ -68,6 +68,10 @@ class SERTrainingArguments(TrainingArguments):
     training (the IS2025 baseline uses 32).
     """
 
+    hub_license: str | None = field(
+        default=None,
+        metadata={"help": "License id written into the model card (e.g. cc-by-4.0, apache-2.0); none: not stated."},
+    )
     loss: str = field(
         default="ce",
         metadata={"help": "Categorical loss: ce, weighted_ce (class-weighted CE), focal or soft_ce (label distributions)."},
@@ -191,7 +195,14 @@ class SERTrainingArguments(TrainingArguments):
         if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
             # `accelerate launch --multi_gpu` on a machine without GPUs starts CPU processes (gloo);
             # the Trainer only joins them into one run when told it is on CPU.
+            from ser_hf.launch import warn_gpu_config_on_cpu
+
+            warn_gpu_config_on_cpu()
             self.use_cpu = True
+        if self.ddp_find_unused_parameters is None:
+            # Every trainable ser-hf parameter gets a gradient each step (frozen parts have requires_grad=False),
+            # so DDP needs no search for unused ones (transformers would enable it and warn every run).
+            self.ddp_find_unused_parameters = False
         super().__post_init__()
 
     def _check_strategy_fields(self) -> None:
