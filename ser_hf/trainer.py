@@ -180,14 +180,15 @@ class SERTrainer(Trainer):
         labels = inputs.pop("labels", None)
         attribute_labels = inputs.pop("attribute_labels", None)
         outputs = model(**inputs)
-        unwrapped = self.accelerator.unwrap_model(model)
         loss = None
-        if self.categorical_loss is not None and labels is not None:
-            loss = self.args.categorical_loss_weight * self.categorical_loss(outputs.logits, labels)
-        if self.attribute_loss is not None and attribute_labels is not None:
-            target = unwrapped.normalize_attributes(attribute_labels)
-            term = self.args.attribute_loss_weight * self.attribute_loss(outputs.attributes_normalized, target)
-            loss = term if loss is None else loss + term
+        # Losses in float32 whatever the autocast dtype (CCC's batch statistics need it); no host-device sync.
+        with torch.autocast(device_type=self.accelerator.device.type, enabled=False):
+            if self.categorical_loss is not None and labels is not None:
+                loss = self.args.categorical_loss_weight * self.categorical_loss(outputs.logits, labels)
+            if self.attribute_loss is not None and attribute_labels is not None:
+                target = self.accelerator.unwrap_model(model).normalize_attributes(attribute_labels)
+                term = self.args.attribute_loss_weight * self.attribute_loss(outputs.attributes_normalized, target)
+                loss = term if loss is None else loss + term
         if loss is None:
             raise ValueError("batch has no labels for this model's task")
         if return_outputs:
