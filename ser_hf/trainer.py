@@ -215,21 +215,42 @@ class SERTrainer(Trainer):
 
     # ------------------------------------------------------------------ data
     def _train_lengths(self) -> list[float] | None:
-        if not self.args.group_by_length:
+        if not self.args.group_by_length and self.args.max_batch_seconds is None:
             return None
-        dataset = self.train_dataset
-        if "duration" in dataset.column_names:
-            return list(dataset["duration"])
-        from tqdm.auto import tqdm
+        lengths = self.dataset_lengths(self.train_dataset, cap_seconds=self.args.max_audio_seconds)
+        if lengths is None and self.args.max_batch_seconds is not None:
+            raise ValueError("max_batch_seconds needs audio durations: the training data has no audio or duration column")
+        return lengths
 
-        from ser_hf.data.audio import duration_seconds
+    def dataset_lengths(self, dataset, cap_seconds: float | None = None) -> list[float] | None:
+        """Per-row lengths for batching: audio seconds (cached header reads, capped at the crop), else
+        transcript characters; None for data without lengths (e.g. cached feature vectors)."""
+        from ser_hf.data.schema import column_values
 
-        if "audio" in dataset.column_names:
-            paths = dataset["audio"]
-            return [duration_seconds(p) for p in tqdm(paths, desc="reading durations", disable=self.args.disable_tqdm)]
-        if "transcript" in dataset.column_names:
-            return [len(t or "") for t in dataset["transcript"]]
-        raise ValueError("group_by_length needs an audio, transcript or duration column")
+        columns = dataset.column_names
+        if "duration" in columns:
+            seconds = np.asarray(column_values(dataset, "duration"), dtype=np.float64)
+        elif "audio" in columns:
+            from ser_hf.data.durations import read_durations
+
+            paths = [value.get("path") if isinstance(value, dict) else value for value in column_values(dataset, "audio")]
+            if not all(isinstance(p, str) for p in paths):
+                return None  # decoded arrays (e.g. a Hub dataset with Audio()): nothing to read durations from
+            # One process per node reads (and caches) the durations; the others wait and load its table.
+            with self.args.main_process_first(local=True, desc="reading audio durations"):
+                seconds = read_durations(
+                    paths,
+                    cache_path=self.args.durations_cache,
+                    progress=not self.args.disable_tqdm and self.args.local_process_index == 0,
+                    trust_cache=self.args.local_process_index != 0,
+                )
+        elif "transcript" in columns:
+            return [float(len(t or "")) for t in column_values(dataset, "transcript")]
+        else:
+            return None
+        if cap_seconds:
+            seconds = np.minimum(seconds, cap_seconds)
+        return seconds.tolist()
 
     def build_train_batch_sampler(self):
         args = self.args
@@ -244,16 +265,18 @@ class SERTrainer(Trainer):
                     f"(first: {[self.train_dataset[int(i)]['id'] for i in unlabelled[:5]]}). Filter them or use sampler=none."
                 )
         label_list = labels.tolist() if labels is not None else [None] * len(self.train_dataset)
+        lengths = self._train_lengths()
         return build_batch_sampler(
             args.sampler,
             label_list,
             self._train_batch_size,
-            lengths=self._train_lengths(),
+            lengths=lengths,
             seed=args.seed,
             num_replicas=args.world_size,
             rank=args.process_index,
             drop_last=args.dataloader_drop_last,
-            group_by_length=args.group_by_length,
+            group_by_length=args.group_by_length and lengths is not None,
+            max_batch_seconds=args.max_batch_seconds,
         )
 
     def get_train_dataloader(self) -> DataLoader:
@@ -279,6 +302,30 @@ class SERTrainer(Trainer):
             shard.process_index = 0
             shard.even_batches = False  # would pad a short last batch with repeated rows
         return prepared
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluation in length order (longest first: padding-free batches, and an out-of-memory
+        shows at once); `evaluation_loop` puts the outputs back in dataset order."""
+        if not self.args.group_by_length or eval_dataset is None or not hasattr(eval_dataset, "column_names"):
+            return super()._get_eval_sampler(eval_dataset)
+        lengths = self.dataset_lengths(eval_dataset)
+        if lengths is None:
+            return super()._get_eval_sampler(eval_dataset)
+        return LengthSortedSampler(np.argsort(-np.asarray(lengths), kind="stable"))
+
+    def evaluation_loop(self, dataloader, *args, **kwargs):
+        output = super().evaluation_loop(dataloader, *args, **kwargs)
+        order = _length_order_of(dataloader)
+        if order is None or output.num_samples != len(order):
+            return output
+        inverse = np.argsort(order, kind="stable")
+
+        def restore(value):
+            if isinstance(value, (tuple, list)):
+                return type(value)(restore(v) for v in value)
+            return value[inverse] if isinstance(value, np.ndarray) and len(value) == len(order) else value
+
+        return output._replace(predictions=restore(output.predictions), label_ids=restore(output.label_ids))
 
     # ------------------------------------------------------------------ hub
     def create_model_card(self, **kwargs) -> None:
@@ -317,6 +364,35 @@ class SERTrainer(Trainer):
         optimizer_kwargs.pop("lr", None)
         self.optimizer = optimizer_cls(param_groups, lr=args.learning_rate, **optimizer_kwargs)
         return self.optimizer
+
+
+class LengthSortedSampler(torch.utils.data.Sampler):
+    """A fixed order of dataset indices (evaluation sorted by length); ``order`` undoes it afterwards."""
+
+    def __init__(self, order: np.ndarray):
+        self.order = np.asarray(order, dtype=np.int64)
+
+    def __iter__(self):
+        return iter(self.order.tolist())
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def _length_order_of(dataloader) -> np.ndarray | None:
+    """The `LengthSortedSampler` order behind a (possibly accelerate-wrapped) evaluation dataloader."""
+    candidates = [dataloader, getattr(dataloader, "base_dataloader", None)]
+    for loader in candidates:
+        if loader is None:
+            continue
+        for sampler in (
+            getattr(loader, "sampler", None),
+            getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+            getattr(getattr(getattr(loader, "batch_sampler", None), "batch_sampler", None), "sampler", None),
+        ):
+            if isinstance(sampler, LengthSortedSampler):
+                return sampler.order
+    return None
 
 
 def _parameter_part(name: str) -> str:
