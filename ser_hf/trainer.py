@@ -109,6 +109,7 @@ class SERTrainer(Trainer):
         from ser_hf.finetuning import describe_trainable_parameters, prepare_model_for_training
 
         model = prepare_model_for_training(model, args)  # policy / LoRA before the optimizer sees any parameter
+        _checkpointing_with_layerdrop(model, args)
         config = model.config
         if args.label_names is None:
             args.label_names = _label_names(config)
@@ -364,6 +365,30 @@ class SERTrainer(Trainer):
         optimizer_kwargs.pop("lr", None)
         self.optimizer = optimizer_cls(param_groups, lr=args.learning_rate, **optimizer_kwargs)
         return self.optimizer
+
+
+def _checkpointing_with_layerdrop(model: torch.nn.Module, args: SERTrainingArguments) -> None:
+    """Let activation checkpointing and layerdrop (WavLM, wav2vec2, HuBERT) train together under DDP.
+
+    The Trainer turns DDP's unused-parameter detection off whenever checkpointing is on (it breaks
+    *reentrant* checkpointing), but layerdrop skips random layers on each rank, so DDP then fails with
+    "Expected to have finished reduction in the prior iteration". Non-reentrant checkpointing (the
+    default here) works with the detection, so it is switched back on -- unless the user chose.
+    """
+    if not args.activation_checkpointing or args.ddp_find_unused_parameters is not None:
+        return
+    layerdrop = max((getattr(getattr(m, "config", None), "layerdrop", 0.0) or 0.0 for m in model.modules()), default=0.0)
+    if layerdrop <= 0:
+        return
+    options = dict(args.activation_checkpointing_kwargs or {})
+    if options.get("use_reentrant", False):
+        raise ValueError(
+            f"activation checkpointing with use_reentrant=True cannot run with layerdrop={layerdrop} under DDP; "
+            "use use_reentrant=False (the default) or set the backbone's layerdrop to 0"
+        )
+    args.activation_checkpointing_kwargs = {**options, "use_reentrant": False}
+    args.ddp_find_unused_parameters = True
+    logger.info("activation checkpointing with layerdrop %.2f: DDP unused-parameter detection on", layerdrop)
 
 
 class LengthSortedSampler(torch.utils.data.Sampler):
