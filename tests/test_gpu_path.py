@@ -73,3 +73,30 @@ def test_checkpointing_with_layerdrop_trains_under_ddp(tiny_manifest, tmp_path):
     # The control: the stock setting (no unused-parameter detection) hits the known DDP error.
     stock = _launch(tiny_manifest, tmp_path / "stock", "--stock")
     assert stock.returncode != 0 and "Expected to have finished reduction" in stock.stderr
+
+
+def test_lean_wavlm_attention_matches_the_stock_layer_and_keeps_no_weights():
+    from ser_hf.modeling.lean_attention import use_lean_wavlm_attention
+
+    torch.manual_seed(0)
+    config = SERSpeechConfig(backbone_config=tiny_speech_backbone("wavlm", num_layers=2, mask_time_prob=0.0),
+                             labels=["a", "b"], task="categorical", head_dropout=0.0, freeze_feature_encoder=False)
+    lean = SERModelForSpeech(config).eval()
+    stock = SERModelForSpeech(config).eval()
+    stock.load_state_dict(lean.state_dict())
+    for module in stock.backbone.modules():  # undo the patch on the reference copy
+        module.__dict__.pop("torch_multi_head_self_attention", None)
+    assert use_lean_wavlm_attention(torch.nn.Sequential()) == 0
+    values = torch.randn(2, 16000) * 0.1
+    mask = torch.ones(2, 16000, dtype=torch.long)
+    mask[1, 9000:] = 0
+    outputs = []
+    for model in (lean, stock):
+        out = model(input_values=values, attention_mask=mask, labels=torch.tensor([0, 1]))
+        out.loss.backward()
+        outputs.append((out.logits.detach(), model.backbone.encoder.layers[1].attention.q_proj.weight.grad.clone()))
+    torch.testing.assert_close(outputs[0][0], outputs[1][0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(outputs[0][1], outputs[1][1], atol=1e-5, rtol=1e-4)
+    layer = lean.backbone.encoder.layers[0].attention
+    hidden = torch.randn(2, 10, layer.embed_dim)
+    assert layer(hidden)[1] is None  # nothing of size frames x frames is returned (or kept for it)
