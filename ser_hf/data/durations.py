@@ -81,6 +81,14 @@ def _stat(path: str) -> tuple[int, int] | None:
     return status.st_size, status.st_mtime_ns
 
 
+def _stat_many(paths: list[str]) -> list[tuple[int, int] | None]:
+    return [_stat(path) for path in paths]
+
+
+def _chunks(values: list, size: int) -> list[list]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
 def _header_seconds(path: str) -> tuple[float, str | None]:
     from ser_hf.data.audio import duration_seconds
 
@@ -125,8 +133,8 @@ def read_durations(
             else:
                 seconds[i] = entry[2]
     else:
-        with ThreadPoolExecutor(threads) as pool:
-            stats = list(pool.map(_stat, paths, chunksize=256))
+        with ThreadPoolExecutor(threads) as pool:  # executor.map ignores chunksize for threads: chunk by hand
+            stats = [key for chunk in pool.map(_stat_many, _chunks(paths, 4096)) for key in chunk]
         for i, (path, key) in enumerate(zip(paths, stats)):
             entry = cached.get(path)
             if key is not None and entry is not None and (entry[0], entry[1]) == key:
@@ -140,11 +148,13 @@ def read_durations(
         with ThreadPoolExecutor(threads) as pool, tqdm(
             total=len(todo), desc="reading audio durations", unit="file", disable=not progress
         ) as bar:
-            for i, (value, error) in zip(todo, pool.map(lambda k: _header_seconds(paths[k]), todo, chunksize=64)):
-                seconds[i] = value
-                if error is not None:
-                    errors[i] = error
-                bar.update()
+            chunks = _chunks(todo, 64)
+            for chunk, results in zip(chunks, pool.map(lambda c: [_header_seconds(paths[k]) for k in c], chunks)):
+                for i, (value, error) in zip(chunk, results):
+                    seconds[i] = value
+                    if error is not None:
+                        errors[i] = error
+                bar.update(len(chunk))
         if write_cache:
             for i in todo:
                 key = keys.get(i) or _stat(paths[i])
