@@ -14,13 +14,19 @@ class DataArguments:
 
     corpus: str = field(
         default="synthetic",
-        metadata={"help": "Corpus loader: msp_podcast, emodb, ravdess, manifest (CSV/JSONL) or synthetic."},
+        metadata={"help": "Corpus loader: msp_podcast, iemocap, msp_improv, crema_d, meld, esd, tess, emodb, ravdess, manifest (CSV/JSONL) or synthetic."},
     )
     data_path: str | None = field(
         default=None, metadata={"help": "Corpus root folder, or the manifest file for corpus=manifest."}
     )
     corpus_options: dict | None = field(
-        default=None, metadata={"help": "Extra keyword arguments of the corpus loader (YAML mapping)."}
+        default=None,
+        metadata={
+            "help": "Extra keyword arguments of the corpus loader (YAML mapping; JSON on the command line). For "
+            "corpus=manifest: column_mapping ({your column: schema column}, e.g. {\"path\": \"audio\", \"emotion\": "
+            "\"label\"}; schema columns: id audio transcript label arousal valence dominance speaker gender split), "
+            "audio_root, split, encoding (default utf-8; e.g. latin-1)."
+        },
     )
     train_split: str = field(default="train", metadata={"help": "Training split; join several with '+' (train+dev)."})
     eval_split: str | None = field(default="dev", metadata={"help": "Split for evaluation during training (none: skip)."})
@@ -33,9 +39,23 @@ class DataArguments:
     )
     on_invalid_rows: str = field(
         default="error",
-        metadata={"help": "Bad manifest rows: 'error' stops before training and lists them all; 'drop' removes and logs them."},
+        metadata={
+            "help": "Bad rows (unparsable lines included): 'error' stops before training and lists them all with file "
+            "and line; 'drop' removes them and writes the list to <output_dir>/dropped_rows.csv."
+        },
     )
     validate_audio: bool = field(default=True, metadata={"help": "Open every audio file during validation."})
+    scan_audio: bool = field(
+        default=False,
+        metadata={
+            "help": "Decode every audio file once during validation to warn about silent or clipped recordings "
+            "(on by default in `ser-hf validate`)."
+        },
+    )
+    allow_missing_classes: bool = field(
+        default=False,
+        metadata={"help": "Allow classes of the label set with no training rows (a warning instead of an error)."},
+    )
     text_column: str = field(default="transcript", metadata={"help": "Column the text model reads."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows (debugging)."})
     imbalance: str | None = field(
@@ -47,6 +67,23 @@ class DataArguments:
         },
     )
     imbalance_seed: int = field(default=0, metadata={"help": "Seed of the imbalance subsampling (same subset for every training seed)."})
+    cv_folds: str | None = field(
+        default=None,
+        metadata={
+            "help": "Cross-validation protocol: speaker (leave-one-speaker-out), session (leave-one-session-out), "
+            "K (K speaker folds) or a preset (iemocap_loso, emodb_loso, ...; see ser_hf.data.folds). With cv_fold "
+            "the corpus is regrouped into train/test (and dev with cv_dev_fold); ser-hf cv runs every fold."
+        },
+    )
+    cv_fold: int | None = field(default=None, metadata={"help": "The held-out fold (0-based) of cv_folds."})
+    cv_dev_fold: bool = field(default=False, metadata={"help": "Also hold out the next fold as the dev split."})
+    label_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "Map the corpus's classes onto a class set shared across corpora: 'shared' (neutral, happy, "
+            "angry, sad) or a YAML file (see ser_hf.data.label_maps). Rows of other classes are dropped and counted."
+        },
+    )
 
 
 @dataclass

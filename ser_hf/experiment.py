@@ -14,8 +14,17 @@ import datasets
 from ser_hf.arguments import DataArguments, ModelArguments
 from ser_hf.configuration import SERSpeechConfig, SERTextConfig
 from ser_hf.data.collators import SERTargets, SpeechCollator, TextCollator
-from ser_hf.data.corpora import get_corpus_spec, load_corpus
+from ser_hf.data.corpora import get_corpus_spec
+from ser_hf.data.protocols import shared_label_spec
+from ser_hf.errors import ConfigError
 from ser_hf.io import write_json_atomic
+from ser_hf.preflight import (
+    DROPPED_ROWS_FILE,
+    check_evaluation_data,
+    check_run_data,
+    load_run_corpus,
+    write_dropped_rows,
+)
 from ser_hf.training_args import SERTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -23,8 +32,9 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- data
 def load_data(data_args: DataArguments) -> datasets.DatasetDict:
-    """The corpus as a DatasetDict in the ser-hf schema."""
-    return load_corpus(data_args.corpus, data_args.data_path, **(data_args.corpus_options or {}))
+    """The corpus as a DatasetDict in the ser-hf schema (``label_map`` and ``cv_folds`` applied; bad
+    lines raise one `DataError` naming them all)."""
+    return load_run_corpus(data_args)
 
 
 def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dataset | None:
@@ -34,7 +44,7 @@ def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dat
     parts = []
     for part in name.split("+"):
         if part not in corpus:
-            raise ValueError(f"split {part!r} not in corpus (has {list(corpus)})")
+            raise ConfigError(f"split {part!r} not in corpus (it has {list(corpus)})")
         parts.append(corpus[part])
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
@@ -42,38 +52,11 @@ def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dat
 def corpus_labels(data_args: DataArguments) -> tuple[list[str] | None, dict | None, tuple[float, float] | None]:
     """(class codes, readable names, attribute range) for the configured corpus."""
     spec = get_corpus_spec(data_args.corpus)
+    if data_args.label_map:  # cross-corpus: the shared class set replaces the corpus's own
+        return shared_label_spec(data_args, spec.attribute_range)
     labels = list(data_args.labels) if data_args.labels else (list(spec.labels) if spec.labels else None)
     attribute_range = tuple(data_args.attribute_range) if data_args.attribute_range else spec.attribute_range
     return labels, spec.label_names, attribute_range
-
-
-def check_data(
-    corpus: datasets.DatasetDict,
-    data_args: DataArguments,
-    *,
-    labels: list[str] | None,
-    attribute_range,
-    task: str,
-    check_audio: bool,
-) -> datasets.DatasetDict:
-    """Validate every row before any training step; stop with all problems, or drop them if asked."""
-    from ser_hf.data.validation import drop_bad_rows, validate_dataset
-
-    needs_labels = task in ("categorical", "multitask")
-    report = validate_dataset(
-        corpus,
-        labels=labels,
-        attribute_range=attribute_range,
-        require_label=False,
-        require_attributes=task in ("attributes", "multitask") and not needs_labels,
-        check_audio=check_audio,
-    )
-    if data_args.on_invalid_rows == "drop":
-        return drop_bad_rows(corpus, report)
-    if data_args.on_invalid_rows != "error":
-        raise ValueError(f"on_invalid_rows must be 'error' or 'drop', got {data_args.on_invalid_rows!r}")
-    report.raise_if_errors()
-    return corpus
 
 
 def drop_unusable_rows(dataset: datasets.Dataset, task: str) -> datasets.Dataset:
@@ -105,14 +88,14 @@ def build_model(model_args: ModelArguments, *, labels, label_names, attribute_ra
 
     speech = model_args.modality == "speech"
     if model_args.modality not in ("speech", "text"):
-        raise ValueError(f"modality must be speech or text, got {model_args.modality!r}")
+        raise ConfigError(f"modality must be speech or text, got {model_args.modality!r}")
     model_class = SERModelForSpeech if speech else SERModelForText
     if model_args.model_name_or_path:
         from ser_hf.finetuning import load_ser_model
 
         model = load_ser_model(model_args.model_name_or_path, is_trainable=True)  # a full or a LoRA adapter checkpoint
         if not isinstance(model.config, model_class.config_class):
-            raise ValueError(f"{model_args.model_name_or_path} is not a {model_args.modality} model")
+            raise ConfigError(f"{model_args.model_name_or_path} is not a {model_args.modality} model")
         processor = _load_processor(model_args.model_name_or_path, speech, model_args.trust_remote_code)
         return model, processor
     common: dict[str, Any] = dict(
@@ -139,7 +122,7 @@ def build_model(model_args: ModelArguments, *, labels, label_names, attribute_ra
         model = model_class.from_backbone(model_args.backbone, **common)
         pretrained_path = model_args.backbone
     else:
-        raise ValueError("set one of backbone (pretrained encoder), backbone_config (random init) or model_name_or_path")
+        raise ConfigError("set one of backbone (pretrained encoder), backbone_config (random init) or model_name_or_path")
     if speech:
         processor = build_feature_extractor(model.config, pretrained_path)
     else:
@@ -151,7 +134,7 @@ def _load_tokenizer(name_or_path: str | None, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
     if not name_or_path:
-        raise ValueError("a text model needs `tokenizer` (or a pretrained `backbone` to take it from)")
+        raise ConfigError("a text model needs `tokenizer` (or a pretrained `backbone` to take it from)")
     return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
 
 
@@ -174,6 +157,27 @@ def build_collator(model, processor, *, max_seconds: float | None, seed: int = 0
 
 
 # ---------------------------------------------------------------------------------------------- runs
+def check_training_data(
+    data_args: DataArguments,
+    model_args: ModelArguments,
+    training_args: SERTrainingArguments,
+    *,
+    scan_audio: bool | None = None,
+    progress: bool | None = None,
+):
+    """Every check `train` makes before building a model (``ser-hf validate`` runs exactly this)."""
+    if (not data_args.eval_split or data_args.eval_split.lower() == "none") and training_args.eval_strategy != "no":
+        raise ConfigError("eval_strategy needs an eval_split: give --eval_split, or --eval_strategy no")
+    return check_run_data(
+        data_args,
+        task=model_args.task,
+        modality=model_args.modality,
+        max_seconds=training_args.max_audio_seconds,
+        scan_audio=scan_audio,
+        progress=progress,
+    )
+
+
 def train(data_args: DataArguments, model_args: ModelArguments, training_args: SERTrainingArguments) -> dict[str, Any]:
     """Validate data, build the model, train with `SERTrainer`, evaluate on the test split, save.
 
@@ -181,27 +185,12 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     """
     from ser_hf.trainer import SERTrainer
 
-    labels, label_names, attribute_range = corpus_labels(data_args)
-    corpus = load_data(data_args)
-    used = {
-        part
-        for name in (data_args.train_split, data_args.eval_split, data_args.test_split)
-        if name and name.lower() != "none"
-        for part in name.split("+")
-    }
-    missing = sorted(used - set(corpus))
-    if missing:
-        raise ValueError(f"split {', '.join(map(repr, missing))} not in corpus (has {list(corpus)})")
-    # Only the splits this run reads are validated (an unlabelled challenge test set may sit beside them).
-    corpus = datasets.DatasetDict({name: corpus[name] for name in corpus if name in used})
-    corpus = check_data(
-        corpus,
-        data_args,
-        labels=labels if model_args.task != "attributes" else None,
-        attribute_range=attribute_range,
-        task=model_args.task,
-        check_audio=data_args.validate_audio and model_args.modality == "speech",
-    )
+    # The same checks as `ser-hf validate`, before any model exists: every problem at once, by file and line.
+    checked = check_training_data(data_args, model_args, training_args)
+    if checked.dropped and training_args.process_index == 0:
+        write_dropped_rows(os.path.join(training_args.output_dir, DROPPED_ROWS_FILE), checked.dropped)
+    corpus, labels, label_names = checked.corpus, checked.labels, checked.label_names
+    attribute_range = checked.attribute_range
     train_set = drop_unusable_rows(select_split(corpus, data_args.train_split), model_args.task)
     if data_args.imbalance:
         from ser_hf.data.subsample import apply_imbalance
@@ -215,9 +204,6 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     test_set = drop_unusable_rows(test_set, model_args.task) if test_set is not None else None
 
     # Seed before the model exists: the Trainer seeds only after, so otherwise every seed shares one init.
-    from transformers import set_seed
-
-    set_seed(training_args.seed)
     from transformers import set_seed
 
     set_seed(training_args.seed)  # the new head (and a random encoder) are initialised from the run's seed
@@ -234,8 +220,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     )
     if isinstance(collator, SpeechCollator):
         collator.train_max_seconds = training_args.max_audio_seconds
-    if eval_set is None and training_args.eval_strategy != "no":
-        raise ValueError("eval_strategy needs an eval_split")
+        collator.window_long_inputs = True  # long eval/test utterances are scored whole (windowed), not cut
     trainer = SERTrainer(
         model=model,
         args=training_args,
@@ -244,7 +229,9 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
         data_collator=collator,
         processing_class=processor,
     )
-    train_output = trainer.train()
+    # "last" = the newest complete checkpoint in output_dir (a fresh start when there is none yet);
+    # a SIGTERM stops after saving a checkpoint and raises ser_hf.resume.TrainingPreempted.
+    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         write_json_atomic(os.path.join(training_args.output_dir, "train_metrics.json"), train_output.metrics)
@@ -266,8 +253,9 @@ def predict_split(
     split: str = "test",
     batch_size: int = 16,
     max_seconds: float | None = None,
+    dataset: datasets.Dataset | None = None,
 ):
-    """Predictions of a saved checkpoint for *every* row of a split, in row order.
+    """Predictions of a saved checkpoint for *every* row of a split (or of ``dataset``), in row order.
 
     Rows without targets are predicted too (an unlabelled challenge test set needs a submission);
     the report leaves them out of the metrics. Runs through `Trainer.predict`, so under
@@ -285,12 +273,15 @@ def predict_split(
 
     config = AutoConfig.from_pretrained(model_dir)
     model_args = ModelArguments(modality="speech" if isinstance(config, SERSpeechConfig) else "text", model_name_or_path=model_dir)
+    if dataset is None:  # the same checks as `ser-hf validate`, with the model's labels and scale, before loading it
+        dataset = select_split(check_evaluation_data(data_args, config, split).corpus, split)
     model, processor = build_model(model_args, labels=None, label_names=None, attribute_range=None)
-    dataset = select_split(load_data(data_args), split)
     references_from_rows(dataset, model.config)  # an unknown class code fails before the long pass
     seconds = max_seconds or getattr(model.config, "max_audio_seconds", None)
     collator = build_collator(model, processor, max_seconds=seconds, text_column=data_args.text_column)
     collator = dataclasses.replace(collator, targets=SERTargets())  # inputs only: nothing to compute a loss on
+    if isinstance(collator, SpeechCollator):
+        collator.window_long_inputs = True  # an utterance longer than the window is scored whole, windowed
     with tempfile.TemporaryDirectory(prefix="ser-hf-predict-") as scratch:
         args = SERTrainingArguments(output_dir=scratch, per_device_eval_batch_size=batch_size, report_to=[])
         trainer = SERTrainer(model=model, args=args, data_collator=collator, processing_class=processor)

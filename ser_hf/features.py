@@ -25,6 +25,7 @@ so for those two a vector can differ slightly with the batch; use ``batch_size=1
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -150,9 +151,17 @@ def _quiet_datasets():
 
 
 def _save_dataset_atomically(dataset: datasets.Dataset, path: str, metadata: dict | None = None) -> None:
-    """save_to_disk into a sibling temp folder, then rename it over ``path``."""
+    """save_to_disk into a sibling temp folder, then rename it over ``path``.
+
+    Readers see the old dataset, then the new one, never a partial one (at worst, for an instant
+    between the two renames, none). Temp folders a killed run left beside ``path`` are removed.
+    """
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
+    # A run killed mid-save (kill -9) leaves its temp folders behind; nothing reads them, clear them now.
+    for prefix in (".tmp-", ".old-"):
+        for stale in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(os.path.basename(path))}{prefix}*")):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     try:
         with _quiet_datasets():

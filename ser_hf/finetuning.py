@@ -32,6 +32,7 @@ from peft.utils import load_peft_weights
 from safetensors.torch import save_file
 from torch import nn
 
+from ser_hf.modeling.parameters import parameter_part
 from ser_hf.training_args import FinetuningPolicy
 
 logger = logging.getLogger(__name__)
@@ -133,15 +134,13 @@ def trainable_parameter_counts(model: nn.Module) -> dict[str, int]:
     Under LoRA the backbone count is the adapters'. peft keeps a frozen, unused copy of each module
     it trains in full (``original_module``); it is left out of the total.
     """
-    from ser_hf.trainer import _parameter_part
-
     counts = {"backbone": 0, "pooling": 0, "head": 0, "trainable": 0, "total": 0}
     for name, parameter in model.named_parameters():
         if ".original_module." in name:
             continue
         counts["total"] += parameter.numel()
         if parameter.requires_grad:
-            counts[_parameter_part(name)] += parameter.numel()
+            counts[parameter_part(name)] += parameter.numel()
             counts["trainable"] += parameter.numel()
     return counts
 

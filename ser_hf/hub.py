@@ -639,7 +639,7 @@ def write_trainer_model_card(
     dataset ids such as ``msp_podcast``; ``dataset`` is used when they are absent. ``eval_results``
     overrides the scores found in the trainer's log history.
     """
-    from ser_hf.trainer import count_parameters
+    from ser_hf.modeling.parameters import count_parameters
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     results = eval_results if eval_results is not None else results_from_log_history(trainer.state.log_history)

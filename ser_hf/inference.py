@@ -27,6 +27,7 @@ import soundfile as sf
 import torch
 
 from ser_hf.data.audio import AudioError, _open_or_none, _require_file, audio_info, load_audio
+from ser_hf.data.audio import window_bounds  # noqa: F401  (re-exported: predict's windows)
 
 logger = logging.getLogger(__name__)
 
@@ -111,18 +112,6 @@ class Window(NamedTuple):
     wave: np.ndarray
 
 
-def window_bounds(num_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
-    """Window (start, end) samples for a recording of ``num_samples``: every ``hop`` while a full window
-    fits, then one last full window aligned to the end so the tail is covered; one short window for a
-    recording shorter than ``window``. `stream_windows` yields exactly these."""
-    if num_samples <= window:
-        return [(0, num_samples)]
-    bounds = [(start, start + window) for start in range(0, num_samples - window + 1, hop)]
-    if bounds[-1][1] < num_samples:
-        bounds.append((num_samples - window, num_samples))
-    return bounds
-
-
 def stream_windows(blocks: Iterable[np.ndarray], window: int, hop: int) -> Iterator[Window]:
     """Cut a stream of sample blocks into the windows of `window_bounds`, holding at most about one
     window plus one block of samples."""
@@ -153,37 +142,63 @@ def stream_windows(blocks: Iterable[np.ndarray], window: int, hop: int) -> Itera
 
 
 # ---------------------------------------------------------------------------------------------- models
-def load_model(model_or_path, processor=None, device: str | torch.device | None = None):
+def load_model(model_or_path, processor=None, device: str | torch.device | None = None, backend: str = "auto"):
     """(model, processor) on ``device`` in eval mode, from a checkpoint folder or a model object.
 
     Speech and text models come with their feature extractor or tokenizer; a joint model with a
     ``(feature_extractor, tokenizer)`` pair; a fusion head with ``None`` (it reads features).
+    ``backend``: ``"torch"``, ``"onnx"`` (a folder written by ``ser-hf export``, run by
+    onnxruntime) or ``"auto"`` (onnx for an export folder, torch otherwise).
     """
+    from ser_hf.export.onnx import is_onnx_export
     from ser_hf.modeling import SERFusionModel, SERJointModel, SERModelForSpeech, SERModelForText
 
-    if isinstance(model_or_path, (str, os.PathLike)):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    path = os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else None
+    onnx_folder = path is not None and is_onnx_export(path)
+    if backend == "onnx" or (backend == "auto" and onnx_folder):
+        if path is None or not onnx_folder:
+            raise ValueError(f"backend='onnx' needs a folder written by `ser-hf export --format onnx`, got {model_or_path!r}")
+        from ser_hf.export.onnx_runtime import ORTSERModel
+
+        model = ORTSERModel(path)
+        if processor is None:
+            processor = _processor_for(model, path)
+        return model.to(device or "cpu"), processor
+    if path is not None:
         from ser_hf.finetuning import ADAPTER_CONFIG_NAME, load_ser_model
 
-        path = os.fspath(model_or_path)
         if not any(os.path.isfile(os.path.join(path, name)) for name in ("config.json", ADAPTER_CONFIG_NAME)):
             raise ValueError(f"{path}: no config.json or {ADAPTER_CONFIG_NAME}; give a saved ser-hf checkpoint folder")
+        if onnx_folder:
+            raise ValueError(f"{path} is an ONNX export (no PyTorch weights); use backend='onnx'")
         model = load_ser_model(path, merge=True)  # a LoRA checkpoint comes back with its adapters merged
         kinds = (SERModelForSpeech, SERModelForText, SERFusionModel, SERJointModel)
         if not isinstance(model, kinds):
             raise ValueError(f"{path}: not a ser-hf model ({type(model).__name__}; expected one of {[k.__name__ for k in kinds]})")
     else:
-        model, path = model_or_path, None
+        model = model_or_path
     if processor is None:
         processor = _processor_for(model, path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return model.to(device).eval(), processor
 
 
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def _device_of(model) -> torch.device:
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else next(model.parameters()).device
+
+
 def _processor_for(model, path: str | None):
     """The processor saved with a checkpoint; for speech encoders the default one when none was saved."""
     from transformers import AutoFeatureExtractor, AutoTokenizer
 
-    from ser_hf.modeling import SERJointModel, SERModelForSpeech, SERModelForText, build_feature_extractor
+    from ser_hf.export.onnx import model_kind
+    from ser_hf.modeling import build_feature_extractor
 
     def extractor(config):
         if path is not None and os.path.isfile(os.path.join(path, "preprocessor_config.json")):
@@ -199,11 +214,12 @@ def _processor_for(model, path: str | None):
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path}: no tokenizer saved with this text model ({exc})") from exc
 
-    if isinstance(model, SERModelForSpeech):
+    kind = model_kind(model)
+    if kind == "speech":
         return extractor(model.config)
-    if isinstance(model, SERModelForText):
+    if kind == "text":
         return tokenizer()
-    if isinstance(model, SERJointModel):
+    if kind == "joint":
         return extractor(model.speech.config), tokenizer()
     return None
 
@@ -236,58 +252,69 @@ class _Predictor:
     sampling_rate: int | None  # audio rate the model reads
     speech_config: Any  # for the default window (max_audio_seconds) and Whisper's limit
     extractor: Any
-    forward: Any  # batch -> SEROutput
+    prepare: Any  # batch -> model inputs on the CPU (feature extraction/tokenisation; runs in DataLoader workers)
+    forward: Any  # model inputs -> SEROutput (moves them to the model's device)
 
     def __call__(self, batch: list["_Item"]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return self.run(self.prepare(batch))
+
+    def run(self, inputs) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(class probabilities, attributes on the corpus scale) for prepared inputs."""
         with torch.inference_mode():
-            output = self.forward(batch)
+            output = self.forward(inputs)
         probabilities = torch.softmax(output.logits.float(), dim=-1).cpu().numpy() if output.logits is not None else None
         attributes = output.attributes.float().cpu().numpy() if output.attributes is not None else None
         return probabilities, attributes
 
 
-def build_predictor(model_or_path, processor=None, device=None, speech_model=None, text_model=None) -> _Predictor:
+def build_predictor(model_or_path, processor=None, device=None, speech_model=None, text_model=None, backend: str = "auto") -> _Predictor:
     """The model (plus, for a fusion head, the speech and text models whose pooled vectors it reads)."""
-    from ser_hf.modeling import SERFusionModel, SERJointModel, SERModelForSpeech
+    from ser_hf.export.onnx import model_kind
 
-    model, processor = load_model(model_or_path, processor, device)
-    device = next(model.parameters()).device
-    if isinstance(model, SERFusionModel):
-        return _fusion_predictor(model, speech_model, text_model, device)
+    model, processor = load_model(model_or_path, processor, device, backend)
+    device = _device_of(model)
+    kind = model_kind(model)
+    if kind == "fusion":
+        return _fusion_predictor(model, speech_model, text_model, device, backend)
     if speech_model is not None or text_model is not None:
         raise ValueError("speech_model/text_model are for fusion heads (SERFusionModel); this model reads its input itself")
-    if isinstance(model, SERModelForSpeech):
+    on_device = lambda inputs: {k: v.to(device) for k, v in inputs.items()}  # noqa: E731
+    if kind == "speech":
         rate = model.config.sampling_rate
         return _Predictor(
             model.config, True, False, rate, model.config, processor,
-            lambda batch: model(**_speech_inputs(processor, [i.wave for i in batch], rate, device)),
+            lambda batch: _speech_inputs(processor, [i.wave for i in batch], rate, "cpu"),
+            lambda inputs: model(**on_device(inputs)),
         )
-    if isinstance(model, SERJointModel):
+    if kind == "joint":
         extractor, tokenizer = processor
         rate = model.speech.config.sampling_rate
 
-        def joint(batch):
-            text = _text_inputs(tokenizer, [i.text for i in batch], model.text.config.max_length, device)
+        def prepare_joint(batch):
+            text = _text_inputs(tokenizer, [i.text for i in batch], model.text.config.max_length, "cpu")
             text["text_attention_mask"] = text.pop("attention_mask")
-            return model(**_speech_inputs(extractor, [i.wave for i in batch], rate, device), **text)
+            return {**_speech_inputs(extractor, [i.wave for i in batch], rate, "cpu"), **text}
 
-        return _Predictor(model.config, True, True, rate, model.speech.config, extractor, joint)
+        return _Predictor(
+            model.config, True, True, rate, model.speech.config, extractor, prepare_joint, lambda inputs: model(**on_device(inputs))
+        )
     return _Predictor(
         model.config, False, True, None, None, None,
-        lambda batch: model(**_text_inputs(processor, [i.text for i in batch], model.config.max_length, device)),
+        lambda batch: _text_inputs(processor, [i.text for i in batch], model.config.max_length, "cpu"),
+        lambda inputs: model(**on_device(inputs)),
     )
 
 
-def _fusion_predictor(model, speech_model, text_model, device) -> _Predictor:
+def _fusion_predictor(model, speech_model, text_model, device, backend: str = "auto") -> _Predictor:
     """Late fusion: the speech and text models' pooled vectors, concatenated, into the fusion head."""
     blocks = model.config.blocks
     unknown = [name for name in blocks if name not in ("audio", "text")]
     if unknown:
         raise ValueError(f"fusion blocks {unknown}: predict can compute only 'audio' and 'text' features")
-    from ser_hf.modeling import SERModelForSpeech, SERModelForText
+    from ser_hf.export.onnx import model_kind
 
     parts = {}
-    kinds = {"audio": SERModelForSpeech, "text": SERModelForText}
+    kinds = {"audio": "speech", "text": "text"}
     for name, given, flag in (("audio", speech_model, "speech_model"), ("text", text_model, "text_model")):
         if name not in blocks:
             if given is not None:
@@ -297,28 +324,37 @@ def _fusion_predictor(model, speech_model, text_model, device) -> _Predictor:
             raise ValueError(
                 f"this fusion head reads {name!r} features: pass {flag}= (the fine-tuned model they were extracted with)"
             )
-        part, part_processor = load_model(*given, device) if isinstance(given, tuple) else load_model(given, None, device)
-        if not isinstance(part, kinds[name]):
-            raise ValueError(f"{flag} must be a {kinds[name].__name__}, got a {type(part).__name__}")
-        width = part.pooling.output_size
+        part, part_processor = load_model(*given, device, backend) if isinstance(given, tuple) else load_model(given, None, device, backend)
+        if model_kind(part) != kinds[name]:
+            expected = {"speech": "SERModelForSpeech", "text": "SERModelForText"}[kinds[name]]
+            raise ValueError(f"{flag} must be a {expected} (a {kinds[name]} model), got a {model_kind(part)} model")
+        width = part.pooled_size if hasattr(part, "pooled_size") else part.pooling.output_size
         if width != blocks[name]:
             raise ValueError(f"{flag} gives {width}-dim pooled vectors; the fusion head expects {blocks[name]} for {name!r}")
         parts[name] = (part, part_processor)
     speech = parts.get("audio")
     rate = speech[0].config.sampling_rate if speech else None
 
-    def fused(batch):
-        features = {}
+    def prepare(batch):
+        inputs = {}
         if speech:
-            features["audio"] = speech[0].pool(**_speech_inputs(speech[1], [i.wave for i in batch], rate, device))
+            inputs["audio"] = _speech_inputs(speech[1], [i.wave for i in batch], rate, "cpu")
         if "text" in parts:
             text, tokenizer = parts["text"]
-            features["text"] = text.pool(**_text_inputs(tokenizer, [i.text for i in batch], text.config.max_length, device))
+            inputs["text"] = _text_inputs(tokenizer, [i.text for i in batch], text.config.max_length, "cpu")
+        return inputs
+
+    def fused(inputs):
+        features = {}
+        if speech:
+            features["audio"] = speech[0].pool(**{k: v.to(device) for k, v in inputs["audio"].items()})
+        if "text" in parts:
+            features["text"] = parts["text"][0].pool(**{k: v.to(device) for k, v in inputs["text"].items()})
         return model(features=features)
 
     return _Predictor(
         model.config, speech is not None, "text" in parts, rate, speech[0].config if speech else None,
-        speech[1] if speech else None, fused,
+        speech[1] if speech else None, prepare, fused,
     )
 
 
@@ -418,27 +454,36 @@ class PredictionResults:
 
     def write(self, output_dir: str | os.PathLike, *, timeline: bool = True, timeline_min_windows: int = 3) -> dict[str, str]:
         """``windows.csv``, ``files.csv``, ``predictions.json`` and, for files with at least
-        ``timeline_min_windows`` windows, ``timelines/<name>.png``; all written atomically."""
+        ``timeline_min_windows`` windows, ``timelines/<name>.png``, published as one set: readers
+        see the previous set or this one, never a mix (see `ser_hf.prediction_output`)."""
+        from ser_hf.prediction_output import locked_output_dir
+
+        with locked_output_dir(output_dir) as folder:
+            return self._publish(folder, timeline=timeline, timeline_min_windows=timeline_min_windows)
+
+    def _publish(self, output_dir: str, *, timeline: bool = True, timeline_min_windows: int = 3) -> dict[str, str]:
+        from ser_hf.prediction_output import publish
+
+        publish(output_dir, lambda folder: self._write_files(folder, timeline, timeline_min_windows))
+        names = {"windows_csv": "windows.csv", "files_csv": "files.csv", "json": "predictions.json"}
+        return {key: os.path.join(output_dir, name) for key, name in names.items()}
+
+    def _write_files(self, output_dir: str, timeline: bool, timeline_min_windows: int) -> list[str]:
         from ser_hf.io import write_csv_atomic, write_json_atomic
 
-        output_dir = os.fspath(output_dir)
-        os.makedirs(output_dir, exist_ok=True)
+        names = []
         if timeline:
             self._write_timelines(output_dir, timeline_min_windows)
+            names.append("timelines") if os.path.isdir(os.path.join(output_dir, "timelines")) else None
         window_text = ["text"] if any("text" in row for row in self.windows) else []
         file_text = ["text"] if any("text" in row for row in self.files) else []
         label = ["label"] if self.labels else []
         window_keys = ["file", "window", "start", "end", *label, *window_text]
         file_keys = ["file", "duration", "num_windows", *label, *(["timeline"] if timeline else []), *file_text]
-        paths = {
-            "windows_csv": os.path.join(output_dir, "windows.csv"),
-            "files_csv": os.path.join(output_dir, "files.csv"),
-            "json": os.path.join(output_dir, "predictions.json"),
-        }
-        write_csv_atomic(paths["windows_csv"], self._header(window_keys), (self._flat(r, window_keys) for r in self.windows))
-        write_csv_atomic(paths["files_csv"], self._header(file_keys), (self._flat(r, file_keys) for r in self.files))
-        write_json_atomic(paths["json"], self.to_dict())
-        return paths
+        write_csv_atomic(os.path.join(output_dir, "windows.csv"), self._header(window_keys), (self._flat(r, window_keys) for r in self.windows))
+        write_csv_atomic(os.path.join(output_dir, "files.csv"), self._header(file_keys), (self._flat(r, file_keys) for r in self.files))
+        write_json_atomic(os.path.join(output_dir, "predictions.json"), self.to_dict())
+        return names + ["windows.csv", "files.csv", "predictions.json"]
 
     def _write_timelines(self, output_dir: str, min_windows: int) -> None:
         used: set[str] = set()
@@ -518,6 +563,10 @@ def predict(
     output_dir: str | os.PathLike | None = None,
     timeline: bool = True,
     on_error: str = "raise",
+    backend: str = "auto",
+    num_workers: int | None = None,
+    resume: bool = True,
+    progress: bool = True,
 ) -> PredictionResults:
     """Predict emotions for audio files and directories (recursively: wav, flac, ogg, mp3).
 
@@ -538,13 +587,22 @@ def predict(
         output_dir: when given, results are written there (see `PredictionResults.write`).
         on_error: ``"raise"`` stops at the first unreadable file or missing transcript; ``"skip"``
             records it in ``results.errors`` (and logs it) and carries on.
+        backend: ``"torch"``, ``"onnx"`` (a ``ser-hf export`` folder run by onnxruntime; fusion parts
+            too) or ``"auto"`` (onnx for export folders).
+        num_workers: DataLoader workers that decode and feature-extract batches of short files while
+            the model runs (default: one per spare core, at most 4; 0 decodes in this process).
+            Short files (at most one window) are batched across files, longest first; longer files are
+            streamed window by window.
+        resume: with ``output_dir``, finished batches are journaled as they complete; a rerun with the
+            same settings skips them and gives identical outputs (see `ser_hf.prediction_output`).
+        progress: show a tqdm bar.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     files = find_audio_files(paths)
-    predictor = build_predictor(model_or_path, processor, device, speech_model, text_model)
+    predictor = build_predictor(model_or_path, processor, device, speech_model, text_model, backend)
     config = predictor.config
     results = PredictionResults(
         labels=[config.id2label[i] for i in range(config.num_classes)] if config.has_categorical else [],
@@ -562,6 +620,7 @@ def predict(
     elif transcripts is not None or asr_model is not None:
         raise ValueError("transcripts/asr_model are for models that read text; this is a speech model")
 
+    rate = None
     if predictor.needs_audio:
         rate = predictor.sampling_rate
         window_seconds = window_seconds or predictor.speech_config.max_audio_seconds
@@ -570,55 +629,288 @@ def predict(
             limit = predictor.extractor.n_samples / rate
             if window_seconds > limit:
                 raise ValueError(f"window_seconds={window_seconds} exceeds this Whisper model's input window of {limit:g} s")
-        items = _audio_items(files, rate, window_seconds, hop_seconds, results, on_error, asr=asr, transcripts=table, keep_wave=True)
+        mode = "asr" if asr is not None else "audio"
     elif table is not None:
         if window_seconds is not None or hop_seconds is not None:
             raise ValueError("window_seconds/hop_seconds need asr_model: a transcripts file gives one text per file")
-        items = _transcript_items(files, table, results, on_error)
+        mode = "transcripts"
     else:
         rate = _asr_sampling_rate(asr)
         window_seconds = window_seconds or DEFAULT_ASR_WINDOW_SECONDS
         hop_seconds = hop_seconds or window_seconds
-        items = _audio_items(files, rate, window_seconds, hop_seconds, results, on_error, asr=asr, keep_wave=False)
+        mode = "asr"
+    if window_seconds is not None:
+        window, hop = round(window_seconds * rate), round(hop_seconds * rate)
+        if window <= 0 or not 0 < hop <= window:
+            raise ValueError(f"need window_seconds > 0 and 0 < hop_seconds <= window_seconds, got {window_seconds}, {hop_seconds}")
     results.window_seconds, results.hop_seconds = window_seconds, hop_seconds
-    _predict_items(items, predictor, files, results, batch_size)
-    if output_dir is not None:
-        results.write(output_dir, timeline=timeline)
+    context = _RunContext(
+        files=files, mode=mode, predictor=predictor, rate=rate, window_seconds=window_seconds, hop_seconds=hop_seconds,
+        transcripts=table, asr=asr, labels=results.labels, attributes=results.attributes, on_error=on_error,
+        batch_size=batch_size,
+    )
+    units, plan_errors = _plan_units(context, batch_size)
+    settings = {
+        "model": _fingerprint(model_or_path), "speech_model": _fingerprint(speech_model), "text_model": _fingerprint(text_model),
+        "backend": backend, "files": [os.path.abspath(f) for f in files], "mode": mode, "window_seconds": window_seconds,
+        "hop_seconds": hop_seconds, "batch_size": batch_size, "transcripts": table, "asr_model": _fingerprint(asr_model),
+        "on_error": on_error,
+    }
+    if output_dir is None:
+        entries = _run_units(context, units, {}, None, num_workers, progress)
+        _assemble(results, context, entries, plan_errors)
+        return results
+
+    from ser_hf.prediction_output import Journal, locked_output_dir
+
+    with locked_output_dir(output_dir) as folder:
+        if not resume and os.path.exists(os.path.join(folder, ".journal.jsonl")):
+            os.remove(os.path.join(folder, ".journal.jsonl"))
+        journal = Journal(folder, settings)
+        try:
+            entries = _run_units(context, units, journal.done, journal, num_workers, progress)
+        finally:
+            journal.close(remove=False)
+        _assemble(results, context, entries, plan_errors)
+        results._publish(folder, timeline=timeline)
+        journal.close(remove=True)
     return results
 
 
-def _audio_items(files, rate, window_seconds, hop_seconds, results, on_error, *, asr=None, transcripts=None, keep_wave=True):
-    window, hop = round(window_seconds * rate), round(hop_seconds * rate)
-    if window <= 0 or not 0 < hop <= window:
-        raise ValueError(f"need window_seconds > 0 and 0 < hop_seconds <= window_seconds, got {window_seconds}, {hop_seconds}")
+# ---------------------------------------------------------------------------------------------- batched, resumable runs
+@dataclass
+class _RunContext:
+    files: list[str]
+    mode: str  # "audio" (speech; joint/fusion with transcripts), "asr" (text from an ASR model), "transcripts" (text only)
+    predictor: _Predictor
+    rate: int | None
+    window_seconds: float | None
+    hop_seconds: float | None
+    transcripts: dict[str, str] | None
+    asr: Any
+    labels: list[str]
+    attributes: list[str]
+    on_error: str
+    batch_size: int
+
+
+class _Unit(NamedTuple):
+    """Work whose result is journaled as one line: a length-sorted batch of short files, decoded and
+    feature-extracted by DataLoader workers (``streamed=False``), or one long file streamed in windows
+    in the main process, so its memory stays flat (``streamed=True``)."""
+
+    files: tuple[int, ...]
+    streamed: bool
+
+
+def _plan_units(context: _RunContext, batch_size: int) -> tuple[list[_Unit], dict[int, dict]]:
+    """Units for the whole file list, fixed before any forward pass (so a resumed run computes the same
+    batches), and the files whose header could not be read."""
+    files = context.files
+    if context.mode == "asr":  # ASR runs per window in the main process
+        return [_Unit((i,), True) for i in range(len(files))], {}
+    durations: dict[int, float] = {}
+    errors: dict[int, dict] = {}
     for index, path in enumerate(files):
         try:
-            text = transcript_for(path, transcripts) if transcripts is not None else None
-            for item in stream_windows(stream_mono(path, rate), window, hop):
-                if asr is not None:
-                    text = asr({"raw": item.wave, "sampling_rate": rate})["text"].strip()
-                wave = item.wave if keep_wave else None
-                yield _Item(index, item.start / rate, item.end / rate, wave, text, asr is not None)
+            durations[index] = audio_info(path).duration
         except (AudioError, ValueError) as exc:
-            _record_error(results, path, exc, on_error)
+            errors[index] = _error_entry(index, path, exc, context.on_error)
+    if context.mode == "transcripts":  # no audio to decode: batches in file order
+        order = sorted(durations)
+        return [_Unit(tuple(order[k : k + batch_size]), False) for k in range(0, len(order), batch_size)], errors
+    short = sorted((i for i, d in durations.items() if d <= context.window_seconds), key=lambda i: (-durations[i], i))
+    units = [_Unit(tuple(short[k : k + batch_size]), False) for k in range(0, len(short), batch_size)]
+    units += [_Unit((i,), True) for i in sorted(durations) if durations[i] > context.window_seconds]
+    return units, errors
 
 
-def _transcript_items(files, table, results, on_error) -> Iterator[_Item]:
-    for index, path in enumerate(files):
-        try:
-            text = transcript_for(path, table)
-            duration = audio_info(path).duration
-        except (ValueError, AudioError) as exc:
-            _record_error(results, path, exc, on_error)
-            continue
-        yield _Item(index, 0.0, duration, None, text, False)
-
-
-def _record_error(results: PredictionResults, path: str, exc: Exception, on_error: str) -> None:
+def _error_entry(index: int, path: str, exc: Exception, on_error: str) -> dict:
     if on_error == "raise":
         raise exc
     logger.error("skipping %s", exc)
-    results.errors.append({"file": path, "error": str(exc)})
+    return {"index": index, "file": path, "error": str(exc)}
+
+
+def _file_items(context: _RunContext, index: int, keep_wave: bool = True) -> Iterator[_Item]:
+    """One file's windows (audio, with its transcript or per-window ASR text), or its transcript alone."""
+    path = context.files[index]
+    if context.mode == "transcripts":
+        yield _Item(index, 0.0, audio_info(path).duration, None, transcript_for(path, context.transcripts), False)
+        return
+    text = transcript_for(path, context.transcripts) if context.transcripts is not None else None
+    window, hop = round(context.window_seconds * context.rate), round(context.hop_seconds * context.rate)
+    for item in stream_windows(stream_mono(path, context.rate), window, hop):
+        if context.asr is not None:
+            text = context.asr({"raw": item.wave, "sampling_rate": context.rate})["text"].strip()
+        yield _Item(index, item.start / context.rate, item.end / context.rate, item.wave if keep_wave else None, text, context.asr is not None)
+
+
+class _UnitDataset(torch.utils.data.Dataset):
+    """A batched unit, decoded and prepared (feature extraction, tokenisation) in a DataLoader worker."""
+
+    def __init__(self, context: _RunContext, units: list[_Unit]):
+        self.context, self.units = context, units
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, position: int):
+        unit_id, unit = self.units[position]
+        items, errors = [], []
+        for index in unit.files:
+            try:
+                items.extend(_file_items(self.context, index))
+            except (AudioError, ValueError) as exc:
+                errors.append({"index": index, "file": self.context.files[index], "error": str(exc),
+                               "reason": getattr(exc, "reason", None), "audio_error": isinstance(exc, AudioError)})
+        inputs = self.context.predictor.prepare(items) if items else None
+        return unit_id, [item._replace(wave=None) for item in items], errors, inputs
+
+
+def _identity(x):
+    return x
+
+
+def _run_units(context: _RunContext, units: list[_Unit], done: dict[int, dict], journal, num_workers: int | None, progress: bool) -> dict[int, dict]:
+    """Every unit's entry: those in ``done`` as they are, the others computed (and journaled)."""
+    from tqdm.auto import tqdm
+
+    entries = dict(done)
+    pending = [(k, unit) for k, unit in enumerate(units) if k not in done]
+    batched = [(k, unit) for k, unit in pending if not unit.streamed]
+    streamed = [(k, unit) for k, unit in pending if unit.streamed]
+    workers = (_default_workers() if num_workers is None else num_workers) if batched else 0
+    threads = torch.get_num_threads()
+    if workers:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers in forked workers: no thread pool warning
+        # Leave a core to each decoding worker: OpenMP threads that outnumber the free cores spin at
+        # every barrier and can make the forward pass several times slower (measured in
+        # benchmarks/predict_throughput.py).
+        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - workers)))
+    try:
+        return _run_pending(context, units, entries, batched, streamed, journal, workers, progress, tqdm)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_pending(context, units, entries, batched, streamed, journal, workers, progress, tqdm) -> dict[int, dict]:
+    total_files = sum(len(u.files) for _, u in batched + streamed)
+    with tqdm(total=total_files, desc="predict", unit="file", disable=not progress or total_files < 2) as bar:
+        if batched:
+            loader = torch.utils.data.DataLoader(
+                _UnitDataset(context, batched), batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
+                prefetch_factor=4 if workers else None,
+                multiprocessing_context=_fork_context() if workers else None,
+            )
+            for unit_id, items, errors, inputs in loader:
+                for error in errors:
+                    _raise_or_log(error, context.on_error)
+                outputs = context.predictor.run(inputs) if items else (None, None)
+                entries[unit_id] = _finish_unit(context, units[unit_id], items, outputs, errors, journal, unit_id)
+                bar.update(len(units[unit_id].files))
+        for unit_id, unit in streamed:
+            (index,) = unit.files
+            items, outputs, errors = [], [], []
+            try:
+                for batch in _batches(_file_items(context, index), context.batch_size):
+                    probabilities, attributes = context.predictor(batch)
+                    items.extend(item._replace(wave=None) for item in batch)
+                    outputs.append((probabilities, attributes))
+            except (AudioError, ValueError) as exc:
+                errors.append(_error_entry(index, context.files[index], exc, context.on_error))
+            joined = tuple(None if not outputs or outputs[0][j] is None else np.concatenate([o[j] for o in outputs]) for j in (0, 1))
+            entries[unit_id] = _finish_unit(context, unit, items, joined, errors, journal, unit_id)
+            bar.update(1)
+    return entries
+
+
+def _raise_or_log(error: dict, on_error: str) -> None:
+    if on_error == "raise":
+        raise AudioError(error["file"], error["reason"]) if error.get("audio_error") else ValueError(error["error"])
+    logger.error("skipping %s", error["error"])
+
+
+def _default_workers() -> int:
+    """One decoding worker per spare core (at most 4): decoding overlaps the forward pass."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _fork_context():
+    import multiprocessing
+
+    return multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+
+
+def _finish_unit(context: _RunContext, unit: _Unit, items: list[_Item], outputs, errors: list[dict], journal, unit_id: int) -> dict:
+    """Per-file window rows and summaries of one unit; journaled as one line."""
+    probabilities, attributes = outputs
+    failed = {e["index"] for e in errors}
+    rows: dict[int, list[dict]] = {}
+    file_text: dict[int, str] = {}
+    for k, item in enumerate(items):
+        if item.file_index in failed:  # a file that broke half-way: its windows are not reported
+            continue
+        row: dict[str, Any] = {"file": context.files[item.file_index], "start": round(item.start, 4), "end": round(item.end, 4)}
+        if item.text is not None:
+            if item.text_per_window:
+                row["text"] = item.text
+            else:
+                file_text[item.file_index] = item.text
+        if probabilities is not None:
+            row["probabilities"] = dict(zip(context.labels, map(float, probabilities[k])))
+            row["label"] = context.labels[int(np.argmax(probabilities[k]))]
+        if attributes is not None:
+            row["attributes"] = dict(zip(context.attributes, map(float, attributes[k])))
+        rows.setdefault(item.file_index, []).append(row)
+    done = []
+    for index in sorted(rows):
+        for number, row in enumerate(rows[index]):
+            row["window"] = number
+        summary = _aggregate(context.files[index], rows[index], context.labels, context.attributes)
+        if index in file_text:
+            summary["text"] = file_text[index]
+        done.append({"index": index, "windows": rows[index], "summary": summary})
+    entry = {"files": done, "errors": [{k: e[k] for k in ("index", "file", "error")} for e in errors]}
+    if journal is not None:
+        journal.record(unit_id, entry)
+    return entry
+
+
+def _assemble(results: PredictionResults, context: _RunContext, entries: dict[int, dict], plan_errors: dict[int, dict]) -> None:
+    """Results in input-file order, whatever order (and in how many runs) the units were computed."""
+    by_file: dict[int, dict] = {}
+    errors = dict(plan_errors)
+    for entry in entries.values():
+        for done in entry["files"]:
+            by_file[done["index"]] = done
+        for error in entry["errors"]:
+            errors[error["index"]] = error
+    for index in range(len(context.files)):
+        if index in errors:
+            results.errors.append({"file": errors[index]["file"], "error": errors[index]["error"]})
+        elif index in by_file:
+            results.windows.extend(by_file[index]["windows"])
+            results.files.append(by_file[index]["summary"])
+
+
+def _fingerprint(model) -> Any:
+    """What identifies a model across runs: its folder and the sizes/times of its files (a retrained
+    model in the same folder invalidates a journal); for objects, their type."""
+    if model is None:
+        return None
+    if isinstance(model, tuple):
+        model = model[0]
+    if isinstance(model, (str, os.PathLike)):
+        path = os.path.abspath(os.fspath(model))
+        if os.path.isdir(path):
+            stats = []
+            for name in sorted(os.listdir(path)):
+                info = os.stat(os.path.join(path, name))
+                stats.append([name, info.st_size, info.st_mtime_ns])
+            return [path, stats]
+        return path
+    return type(model).__name__
 
 
 def _batches(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
@@ -632,50 +924,17 @@ def _batches(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
         yield batch
 
 
-def _predict_items(items, run, files, results: PredictionResults, batch_size: int) -> None:
-    """Run the model batch by batch, then average each file's windows."""
-    per_file: dict[int, list[dict]] = {}
-    file_text: dict[int, str] = {}
-    for batch in _batches(items, batch_size):
-        probabilities, attributes = run(batch)
-        for k, item in enumerate(batch):
-            row: dict[str, Any] = {"file": files[item.file_index], "start": round(item.start, 4), "end": round(item.end, 4)}
-            if item.text is not None:
-                if item.text_per_window:
-                    row["text"] = item.text
-                else:
-                    file_text[item.file_index] = item.text
-            if probabilities is not None:
-                row["probabilities"] = dict(zip(results.labels, map(float, probabilities[k])))
-                row["label"] = results.labels[int(np.argmax(probabilities[k]))]
-            if attributes is not None:
-                row["attributes"] = dict(zip(results.attributes, map(float, attributes[k])))
-            per_file.setdefault(item.file_index, []).append(row)
-    failed = {error["file"] for error in results.errors}
-    for index in sorted(per_file):
-        rows = per_file[index]
-        if files[index] in failed:  # a file that broke half-way: its windows are not reported
-            continue
-        for number, row in enumerate(rows):
-            row["window"] = number
-        results.windows.extend(rows)
-        summary = _aggregate(files[index], rows, results)
-        if index in file_text:
-            summary["text"] = file_text[index]
-        results.files.append(summary)
-
-
-def _aggregate(file: str, rows: list[dict], results: PredictionResults) -> dict:
+def _aggregate(file: str, rows: list[dict], labels: list[str], attributes: list[str]) -> dict:
     weights = np.array([row["end"] - row["start"] for row in rows], dtype=np.float64)
     weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(rows), 1 / len(rows))
     out: dict[str, Any] = {"file": file, "duration": rows[-1]["end"], "num_windows": len(rows)}
-    if results.labels:
-        mean = weights @ np.array([[row["probabilities"][n] for n in results.labels] for row in rows])
-        out["probabilities"] = dict(zip(results.labels, map(float, mean)))
-        out["label"] = results.labels[int(np.argmax(mean))]
-    if results.attributes:
-        mean = weights @ np.array([[row["attributes"][n] for n in results.attributes] for row in rows])
-        out["attributes"] = dict(zip(results.attributes, map(float, mean)))
+    if labels:
+        mean = weights @ np.array([[row["probabilities"][n] for n in labels] for row in rows])
+        out["probabilities"] = dict(zip(labels, map(float, mean)))
+        out["label"] = labels[int(np.argmax(mean))]
+    if attributes:
+        mean = weights @ np.array([[row["attributes"][n] for n in attributes] for row in rows])
+        out["attributes"] = dict(zip(attributes, map(float, mean)))
     if "text" in rows[0]:
         out["text"] = " ".join(row["text"] for row in rows)
     return out

@@ -59,3 +59,23 @@ def write_csv_atomic(path: str | os.PathLike, header: list[str] | tuple[str, ...
             writer = csv.writer(handle)
             writer.writerow(header)
             writer.writerows(rows)
+
+
+def publish_folder(staging: str | os.PathLike, target: str | os.PathLike, last: tuple[str, ...] = ("config.json",)) -> None:
+    """Move every file of a fully written ``staging`` folder into ``target``, one atomic rename each.
+
+    Each file appears whole (never truncated); the names in ``last`` (the file loaders open first)
+    are moved after all the others. ``staging`` is removed afterwards. Both must be on one filesystem.
+    """
+    import shutil
+
+    staging, target = os.fspath(staging), os.fspath(target)
+    os.makedirs(target, exist_ok=True)
+    names = sorted(os.listdir(staging), key=lambda name: (name in last, name))
+    for name in names:
+        source, destination = os.path.join(staging, name), os.path.join(target, name)
+        if os.path.isdir(source):
+            if os.path.isdir(destination):
+                shutil.rmtree(destination)
+        os.replace(source, destination)
+    shutil.rmtree(staging, ignore_errors=True)

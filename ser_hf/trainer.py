@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -12,11 +13,15 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import EvalPrediction
 
 from ser_hf.data.collators import IGNORE_INDEX, SERTargets
+from ser_hf.data.randomness import EpochIndexedDataset, EpochTaggedBatchSampler
 from ser_hf.losses import build_loss
+from ser_hf.modeling.parameters import count_parameters  # noqa: F401  (kept importable from here)
+from ser_hf.modeling.parameters import parameter_part as _parameter_part
 from ser_hf.samplers import build_batch_sampler
 from ser_hf.training_args import SERTrainingArguments
 
 logger = logging.getLogger(__name__)
+STAGING_FOLDER = ".tmp-final-model"
 
 
 def compute_ser_metrics(config, eval_prediction: EvalPrediction) -> dict[str, float]:
@@ -61,15 +66,16 @@ def _label_names(config) -> list[str]:
     return (["labels"] if config.has_categorical else []) + (["attribute_labels"] if config.has_attributes else [])
 
 
+def _batch_rows(inputs, label_names) -> int:
+    for name in (*label_names, "input_values", "input_features", "input_ids"):
+        value = inputs.get(name)
+        if value is not None and hasattr(value, "shape"):
+            return int(value.shape[0])
+    return 0
+
+
 def default_metric_for_best_model(config) -> str:
     return "macro_f1" if config.has_categorical else "ccc_mean"
-
-
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, total
 
 
 class _ReseedSamplerCallback(TrainerCallback):
@@ -125,7 +131,52 @@ class SERTrainer(Trainer):
         self.class_counts = self._class_counts()
         self.categorical_loss, self.attribute_loss = self._build_losses()
         self.add_callback(_ReseedSamplerCallback(self))
+        from ser_hf.resume import FAULT_ENV, FaultInjectionCallback, PreemptionCallback
+
+        if os.environ.get(FAULT_ENV):
+            self.add_callback(FaultInjectionCallback(self, os.environ[FAULT_ENV]))
+        self.preemption = PreemptionCallback(self)
+        self.add_callback(self.preemption)
         logger.info(describe_trainable_parameters(self.model))
+
+    # ------------------------------------------------------------------ resume
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """`Trainer.train`, with ``resume_from_checkpoint`` also accepting ``"last"`` (the newest
+        complete checkpoint in ``output_dir``; a fresh start if there is none yet).
+
+        Raises `ser_hf.resume.TrainingPreempted` when SIGTERM stopped the run after saving a checkpoint.
+        """
+        from ser_hf.resume import TrainingPreempted, resolve_resume_checkpoint
+
+        checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        output = super().train(checkpoint, *args, **kwargs)
+        if self.preemption.stopped_at is not None:
+            saved = os.path.join(self.args.output_dir, f"checkpoint-{self.preemption.stopped_at}")
+            raise TrainingPreempted(saved, self.preemption.received or "SIGTERM")
+        return output
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Save the final model atomically: written to ``<output_dir>/.tmp-final-model`` and each file
+        then renamed into ``output_dir`` (weights first, ``config.json`` last), so a later step never
+        reads a half-written weights file. A staging folder left by a killed run is cleared first.
+        Checkpoints (``_internal_call``) are saved as the Trainer does; `ser_hf.resume` skips
+        incomplete ones."""
+        if _internal_call:
+            return super().save_model(output_dir, _internal_call)
+        from ser_hf.io import publish_folder
+
+        output_dir = output_dir or self.args.output_dir
+        staging = os.path.join(output_dir, STAGING_FOLDER)
+        if self.args.should_save and os.path.isdir(staging):
+            import shutil
+
+            shutil.rmtree(staging)
+        self.accelerator.wait_for_everyone()
+        super().save_model(staging, _internal_call)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            publish_folder(staging, output_dir)
+        self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ losses
     def _train_label_ids(self) -> np.ndarray | None:
@@ -181,6 +232,17 @@ class SERTrainer(Trainer):
         labels = inputs.pop("labels", None)
         attribute_labels = inputs.pop("attribute_labels", None)
         outputs = model(**inputs)
+        loss = self._loss(model, outputs, labels, attribute_labels)
+        if return_outputs:
+            kept = {"loss": loss}
+            if outputs.logits is not None:
+                kept["logits"] = outputs.logits
+            if outputs.attributes is not None:
+                kept["attributes"] = outputs.attributes
+            return loss, kept
+        return loss
+
+    def _loss(self, model, outputs, labels, attribute_labels) -> torch.Tensor:
         loss = None
         # Losses in float32 whatever the autocast dtype (CCC's batch statistics need it); no host-device sync.
         with torch.autocast(device_type=self.accelerator.device.type, enabled=False):
@@ -192,13 +254,6 @@ class SERTrainer(Trainer):
                 loss = term if loss is None else loss + term
         if loss is None:
             raise ValueError("batch has no labels for this model's task")
-        if return_outputs:
-            kept = {"loss": loss}
-            if outputs.logits is not None:
-                kept["logits"] = outputs.logits
-            if outputs.attributes is not None:
-                kept["attributes"] = outputs.attributes
-            return loss, kept
         return loss
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
@@ -213,6 +268,73 @@ class SERTrainer(Trainer):
         if getattr(self, "_parameter_count", None) is None:
             self._parameter_count = self.model.num_parameters(exclude_embeddings=True)
         return 6 * inputs[main_input].numel() * self._parameter_count
+
+    # ------------------------------------------------------------------ evaluation of long utterances
+    def evaluation_loop(self, *args, **kwargs):
+        self._windowed_rows = 0
+        self._evaluated_rows = 0
+        output = super().evaluation_loop(*args, **kwargs)
+        output = _restore_dataset_order(output, args[0] if args else kwargs.get("dataloader"))
+        if self._windowed_rows:
+            window = getattr(self.data_collator, "max_seconds", None)
+            logger.info(
+                "%d of %d evaluated utterances are longer than the %s s evaluation window: each was scored whole, "
+                "as overlapping windows whose class probabilities and attributes were averaged (weighted by length)",
+                self._windowed_rows, self._evaluated_rows, window,
+            )
+        return output
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Batches with ``window_rows`` (see `SpeechCollator.window_long_inputs`) hold several windows
+        of a long utterance: the windows run through the model in chunks and each utterance's outputs
+        are the length-weighted mean of its windows' (probabilities for classes, then logged back to
+        logits; attributes directly), as ``ser-hf predict`` does for a file."""
+        rows = inputs.get("window_rows")
+        if rows is None:
+            self._evaluated_rows = getattr(self, "_evaluated_rows", 0) + _batch_rows(inputs, self.label_names)
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        inputs = self._prepare_inputs(inputs)
+        rows, weights = inputs.pop("window_rows"), inputs.pop("window_weights")
+        targets = {name: inputs.pop(name) for name in ("labels", "attribute_labels") if name in inputs}
+        num_rows = int(rows.max().item()) + 1
+        self._windowed_rows = getattr(self, "_windowed_rows", 0) + int((torch.bincount(rows, minlength=num_rows) > 1).sum())
+        self._evaluated_rows = getattr(self, "_evaluated_rows", 0) + num_rows
+        chunk = max(1, self.args.per_device_eval_batch_size)
+        with torch.no_grad():
+            parts = [
+                model(**{k: v[i : i + chunk] for k, v in inputs.items()}) for i in range(0, len(rows), chunk)
+            ]
+            mix = torch.zeros(num_rows, len(rows), device=weights.device, dtype=torch.float32)
+            mix[rows, torch.arange(len(rows), device=rows.device)] = weights
+            mix = mix / mix.sum(dim=1, keepdim=True)
+
+            def pooled(name):
+                values = [getattr(p, name) for p in parts]
+                return None if values[0] is None else mix @ torch.cat(values).float()
+
+            logits = pooled("logits")
+            if logits is not None:
+                probabilities = mix @ torch.softmax(torch.cat([p.logits for p in parts]).float(), dim=-1)
+                logits = torch.log(probabilities.clamp_min(torch.finfo(torch.float32).tiny))
+            from ser_hf.modeling.base import SEROutput
+
+            outputs = SEROutput(
+                logits=logits, attributes=pooled("attributes"), attributes_normalized=pooled("attributes_normalized")
+            )
+            has_labels = bool(targets) and all(targets.get(name) is not None for name in self.label_names)
+            loss = (
+                self._loss(model, outputs, targets.get("labels"), targets.get("attribute_labels")).detach()
+                if has_labels else None
+            )
+        if prediction_loss_only:
+            return loss, None, None
+        ignore = set(ignore_keys or [])
+        predicted = tuple(v for k, v in (("logits", outputs.logits), ("attributes", outputs.attributes))
+                          if v is not None and k not in ignore)
+        labels = tuple(targets.get(name) for name in self.label_names) if has_labels else None
+        if labels is not None and len(labels) == 1:
+            labels = labels[0]
+        return loss, (predicted[0] if len(predicted) == 1 else predicted), labels
 
     # ------------------------------------------------------------------ data
     def _train_lengths(self) -> list[float] | None:
@@ -283,11 +405,13 @@ class SERTrainer(Trainer):
     def get_train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
             raise ValueError("SERTrainer: training requires a train_dataset")
-        sampler = self.build_train_batch_sampler()
+        # Rows reach the collator tagged with (epoch, index) so their random draws are pure functions
+        # of them (ser_hf.data.randomness): resumed runs and skipped batches need no replay.
+        sampler = EpochTaggedBatchSampler(self.build_train_batch_sampler())
         self._train_batch_sampler = sampler
         collator = self.data_collator.train_mode(seed=self.args.seed) if hasattr(self.data_collator, "train_mode") else self.data_collator
         loader = DataLoader(
-            self.train_dataset,
+            EpochIndexedDataset(self.train_dataset),
             batch_sampler=sampler,
             collate_fn=collator,
             num_workers=self.args.dataloader_num_workers,
@@ -313,20 +437,6 @@ class SERTrainer(Trainer):
         if lengths is None:
             return super()._get_eval_sampler(eval_dataset)
         return LengthSortedSampler(np.argsort(-np.asarray(lengths), kind="stable"))
-
-    def evaluation_loop(self, dataloader, *args, **kwargs):
-        output = super().evaluation_loop(dataloader, *args, **kwargs)
-        order = _length_order_of(dataloader)
-        if order is None or output.num_samples != len(order):
-            return output
-        inverse = np.argsort(order, kind="stable")
-
-        def restore(value):
-            if isinstance(value, (tuple, list)):
-                return type(value)(restore(v) for v in value)
-            return value[inverse] if isinstance(value, np.ndarray) and len(value) == len(order) else value
-
-        return output._replace(predictions=restore(output.predictions), label_ids=restore(output.label_ids))
 
     # ------------------------------------------------------------------ hub
     def create_model_card(self, **kwargs) -> None:
@@ -420,11 +530,17 @@ def _length_order_of(dataloader) -> np.ndarray | None:
     return None
 
 
-def _parameter_part(name: str) -> str:
-    """Which learning-rate group a parameter belongs to, from its name."""
-    parts = name.split(".")
-    if "backbone" in parts:
-        return "backbone"
-    if "pooling" in parts or "layer_weights" in parts:
-        return "pooling"
-    return "head"
+
+def _restore_dataset_order(output, dataloader):
+    """Predictions of a length-sorted evaluation put back in dataset order (metrics do not depend on it)."""
+    order = _length_order_of(dataloader) if dataloader is not None else None
+    if order is None or output.num_samples != len(order):
+        return output
+    inverse = np.argsort(order, kind="stable")
+
+    def restore(value):
+        if isinstance(value, (tuple, list)):
+            return type(value)(restore(v) for v in value)
+        return value[inverse] if isinstance(value, np.ndarray) and len(value) == len(order) else value
+
+    return output._replace(predictions=restore(output.predictions), label_ids=restore(output.label_ids))

@@ -155,7 +155,7 @@ def test_subprocess_launcher_runs_a_fresh_interpreter(tmp_path, synthetic_corpus
     )
     (row,) = report.results
     assert (report.counts.ran, row["status"]) == (1, "failed")
-    assert row["error"].startswith("ValueError: split 'nosuch' not in corpus")
+    assert row["error"].startswith("ConfigError: split 'nosuch' not in corpus")
     log = Path(row["log"]).read_text(encoding="utf-8")
     assert "device=cpu" in log and "Traceback" in log
 

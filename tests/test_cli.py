@@ -46,10 +46,13 @@ def test_train_then_evaluate_from_yaml_with_overrides(tiny_manifest, tmp_path, c
     assert metrics["macro_f1"] == pytest.approx(test_metrics["macro_f1"])
 
 
-def test_unknown_yaml_key_is_an_error(tiny_manifest, tmp_path):
+def test_unknown_yaml_key_is_an_error(tiny_manifest, tmp_path, capsys):
     config = _config(tmp_path, tiny_manifest, learning_rat=1e-3)
-    with pytest.raises(ValueError, match="learning_rat"):
-        cli(["train", "--config", config])
+    assert cli(["train", "--config", config]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config keys 'learning_rat' (did you mean 'learning_rate'?)" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="learning_rat"):  # --debug: the exception itself, for a traceback
+        cli(["--debug", "train", "--config", config])
 
 
 def test_bad_manifest_rows_all_reported_before_training(tiny_manifest, tmp_path, monkeypatch):
@@ -82,7 +85,7 @@ def test_bad_manifest_rows_all_reported_before_training(tiny_manifest, tmp_path,
 
     monkeypatch.setattr(ser_hf.trainer.SERTrainer, "train", no_training)
     with pytest.raises(DataValidationError) as error:
-        cli(["train", "--config", config])
+        cli(["--debug", "train", "--config", config])
     message = str(error.value)
     for row in rows[:4]:
         assert row["id"] in message
@@ -91,7 +94,7 @@ def test_bad_manifest_rows_all_reported_before_training(tiny_manifest, tmp_path,
 
 
 def test_validate_command_reports_problems(tiny_manifest, tmp_path, capsys):
-    assert cli(["validate", "--corpus", "manifest", "--data_path", tiny_manifest]) == 0
+    assert cli(["validate", "--corpus", "manifest", "--data_path", tiny_manifest, "--labels", *TINY_LABELS]) == 0
     assert "OK" in capsys.readouterr().out
 
 

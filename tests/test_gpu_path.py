@@ -100,3 +100,9 @@ def test_lean_wavlm_attention_matches_the_stock_layer_and_keeps_no_weights():
     layer = lean.backbone.encoder.layers[0].attention
     hidden = torch.randn(2, 10, layer.embed_dim)
     assert layer(hidden)[1] is None  # nothing of size frames x frames is returned (or kept for it)
+
+
+@pytest.mark.parametrize("kind", ["wav2vec2", "hubert", "whisper"])
+def test_backbones_with_sdpa_support_use_it(kind):
+    config = SERSpeechConfig(backbone_config=tiny_speech_backbone(kind, num_layers=1), labels=["a", "b"])
+    assert SERModelForSpeech(config).backbone.config._attn_implementation == "sdpa"

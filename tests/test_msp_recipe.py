@@ -267,3 +267,30 @@ def launched(argv, caplog) -> list[str]:
     with caplog.at_level(logging.INFO, logger="msp_podcast"):
         assert run.main(argv) == 0
     return [r.getMessage()[1:].split("]")[0] for r in caplog.records if r.getMessage().startswith("[") and "] ser-hf " in r.getMessage()]
+
+
+def test_interrupted_training_stage_resumes_and_finished_stages_are_skipped(msp, tmp_path, caplog, monkeypatch):
+    """SIGTERM in speech_cat's first step: the stage saves checkpoint-1 and stops (exit 75); the rerun
+    resumes it from that checkpoint instead of starting again, then a third run skips it."""
+    out = tmp_path / "run"
+    argv = ["--msp_root", str(msp.root), "--output_dir", str(out), "--launcher", "inprocess", "--stages", "speech_cat",
+            "--overrides", str(tiny_overrides(tmp_path)), "--set", "speech_cat.eval_strategy='no'",
+            "--set", "speech_cat.load_best_model_at_end=false", "--set", "speech_cat.test_split=none"]
+    monkeypatch.setenv("SER_HF_TEST_SIGNAL", "SIGTERM@1")
+    with pytest.raises(SystemExit, match="stopped by SIGTERM after saving a checkpoint"):
+        run.main(argv)
+    assert (out / "speech_cat" / "checkpoint-1" / "trainer_state.json").is_file()
+    assert not (out / "speech_cat" / "model.safetensors").exists() and not (out / ".stages" / "speech_cat.json").exists()
+    monkeypatch.delenv("SER_HF_TEST_SIGNAL")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert run.main(argv) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("interrupted before; resuming" in m for m in messages)
+    assert any(m == f"resuming from {out / 'speech_cat' / 'checkpoint-1'}" for m in messages), messages
+    state = json.loads((out / "speech_cat" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and (out / "speech_cat" / "model.safetensors").is_file()
+    assert launched(argv, caplog) == []  # finished now: skipped
+    # a changed configuration does not resume the old run: its checkpoints are cleared, it starts again
+    assert launched([*argv, "--set", "speech_cat.seed=3"], caplog) == ["speech_cat"]
+    assert not any("resuming from" in r.getMessage() for r in caplog.records)

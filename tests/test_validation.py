@@ -25,18 +25,18 @@ def test_one_error_names_every_bad_row(tmp_path):
         "odd,weird.wav,bored,4\n"
         "wild,loud.wav,happy,9.5\n"
     )
-    dd = load_manifest(manifest)
+    dd = load_manifest(manifest, keep_invalid_rows=True)  # keeps each row's file and line for the report
     report = validate_dataset(dd, labels=LABELS, attribute_range=(1, 7), require_label=True)
     assert [p.id for p in report.problems] == ["gone", "broken", "odd", "wild"]
     with pytest.raises(DataValidationError) as info:
         report.raise_if_errors()
     lines = str(info.value).splitlines()
     assert lines[0] == "4 of 5 rows failed validation:"
-    assert len(lines) == 5
-    assert "train[1] id='gone'" in lines[1] and "missing.wav" in lines[1] and "not found" in lines[1]
-    assert "train[2] id='broken'" in lines[2] and "unreadable" in lines[2]
-    assert "train[3] id='odd'" in lines[3] and "unknown label 'bored'" in lines[3]
-    assert "train[4] id='wild'" in lines[4] and "arousal=9.5 outside [1, 7]" in lines[4]
+    assert len(lines) == 6 and "--on_invalid_rows drop" in lines[5]  # the last line says how to go on
+    assert f"{manifest}, line 3, id 'gone'" in lines[1] and "missing.wav" in lines[1] and "not found" in lines[1]
+    assert f"{manifest}, line 4, id 'broken'" in lines[2] and "unreadable" in lines[2]
+    assert f"{manifest}, line 5, id 'odd'" in lines[3] and "unknown label 'bored'" in lines[3]
+    assert f"{manifest}, line 6, id 'wild'" in lines[4] and "arousal=9.5 outside [1, 7]" in lines[4]
     assert "'ok'" not in str(info.value)
 
 
@@ -83,7 +83,7 @@ def test_message_is_truncated_with_a_count(tmp_path):
     with pytest.raises(DataValidationError) as info:
         report.raise_if_errors()
     lines = str(info.value).splitlines()
-    assert len(lines) == 52 and lines[-1].strip() == "... and 10 more" and len(info.value.problems) == 60
+    assert len(lines) == 53 and lines[-2].strip() == "... and 10 more" and len(info.value.problems) == 60
 
 
 def test_drop_bad_rows(tmp_path, caplog):

@@ -7,7 +7,10 @@ Stages (see README.md): transcribe -> speech_cat, speech_dim, text_cat, text_dim
 fusion_cat, fusion_dim -> submission. Each stage's YAML in this folder is copied to
 ``<output_dir>/configs/<stage>.yaml`` with the run's paths and any overrides filled in, and the
 stage runs ``ser-hf <command> --config`` on that copy, so every run is reproducible from its folder.
-A stage that finished with the same configuration is skipped on a rerun (``--force`` redoes it).
+A stage that finished with the same configuration is skipped on a rerun (``--force`` redoes it),
+and a training stage that was interrupted (killed, preempted: exit status 75 after SIGTERM) resumes
+from its last checkpoint when rerun with the same configuration (``--resume_from_checkpoint last``);
+with a changed configuration its old checkpoints are removed and it starts again.
 
 Overrides: ``--set SCOPE.KEY=VALUE`` (VALUE is YAML) or ``--overrides FILE.yaml`` with
 ``{SCOPE: {KEY: VALUE}}``. SCOPE is a stage name or a group: ``trainers`` (the six stages that
@@ -336,6 +339,29 @@ def launch_command(command: str, config_path: str, args: argparse.Namespace, sin
     return [*accelerate, "-m", "ser_hf.cli", *cli]
 
 
+TRAINING_COMMANDS = ("train", "fuse")  # stages that write Trainer checkpoints and can resume from them
+
+
+def _resume_or_restart(job: Job, plan: Plan, digest: str) -> list[str]:
+    """Extra CLI arguments for a training job: resume an interrupted run of the same configuration
+    from its newest checkpoint; otherwise clear checkpoints another configuration left behind."""
+    if job.command not in TRAINING_COMMANDS:
+        return []
+    import shutil
+
+    output_dir = job.config.get("output_dir")
+    started = _read_marker(plan, f"{job.label}.started")
+    if not plan.args.force and started.get("digest") == digest:
+        logger.info("[%s] interrupted before; resuming from its last checkpoint", job.label)
+        return ["--resume_from_checkpoint", "last"]
+    stale = sorted(glob.glob(os.path.join(glob.escape(output_dir), "checkpoint-*"))) if output_dir else []
+    if stale and not plan.args.dry_run:
+        logger.info("[%s] removing %d checkpoint(s) of an earlier configuration in %s", job.label, len(stale), output_dir)
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+    return []
+
+
 def run_job(job: Job, plan: Plan) -> None:
     """Write the job's config, then launch it unless it finished before with the same inputs."""
     from ser_hf.io import write_json_atomic, write_text_atomic
@@ -344,21 +370,25 @@ def run_job(job: Job, plan: Plan) -> None:
     config_path = plan.path("configs", f"{label}.yaml")
     digest = _digest(job, plan)
     write_text_atomic(config_path, yaml.safe_dump(job.config, sort_keys=False))
-    argv = launch_command(job.command, config_path, args, job.single_process)
-    shown = " ".join(shlex.quote(a) for a in argv) if args.launcher != "inprocess" else f"ser-hf {' '.join(argv)}"
     if not args.force and _read_marker(plan, label).get("digest") == digest:
         logger.info("[%s] done before with this configuration and inputs; skipping (--force reruns)", label)
         return
+    argv = launch_command(job.command, config_path, args, job.single_process) + _resume_or_restart(job, plan, digest)
+    shown = " ".join(shlex.quote(a) for a in argv) if args.launcher != "inprocess" else f"ser-hf {' '.join(argv)}"
     logger.info("[%s] %s", label, shown)
     if args.dry_run:
         return
     start = time.time()
+    if job.command in TRAINING_COMMANDS:
+        write_json_atomic(plan.path(".stages", f"{label}.started.json"), {"digest": digest})
     if args.launcher == "inprocess":
         from ser_hf.cli import main as cli_main
 
         code = cli_main(argv)
     else:
         code = subprocess.run(argv, check=False).returncode
+    if code == 75:  # ser_hf.resume.PREEMPTED_EXIT_CODE: SIGTERM, a checkpoint was saved
+        raise SystemExit(f"stage {label} was stopped by SIGTERM after saving a checkpoint; rerun to resume it: {shown}")
     if code:
         raise SystemExit(f"stage {label} failed with exit code {code}: {shown}")
     marker = {"digest": digest, "seconds": round(time.time() - start, 1), "command": shown}

@@ -1,7 +1,7 @@
 """`ser-hf ablate --config base.yaml --grid loss=ce,focal sampler=none,up [--seeds 0,1,2] ...`
 
 Runs every grid combination x seed (each in its own process, resumable) and writes results.csv,
-summary.csv, summary.md and summary.png to --output_dir. See `ser_hf.ablation`.
+summary.csv, summary.md and summary.png to --output_dir. See `ser_hf.sweeps.ablation`.
 
 Exit status: 0 when every run started by this call succeeded, 1 when some failed (they are listed in
 the tables; rerunning retries them), 2 when the arguments are invalid (nothing was run).
@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from ser_hf.ablation import parse_assignments, run_ablation
+    from ser_hf.sweeps.ablation import run_ablation
+    from ser_hf.sweeps.grid import parse_assignments
 
     try:
         grid = parse_assignments(args.grid, what="--grid")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ser_hf.arguments import DataArguments
 from ser_hf.config_parser import parse_config
+from ser_hf.errors import ConfigError
 
 
 @dataclass
@@ -22,7 +23,7 @@ class EvaluateArguments:
     max_seconds: float | None = field(default=None, metadata={"help": "Crop length (default: the model's)."})
     report: bool = field(default=True, metadata={"help": "Write the full report beside metrics.json (needs output_dir)."})
     bootstrap_resamples: int = field(
-        default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals (0: no intervals)."}
+        default=1000, metadata={"help": "Bootstrap resamples for the 95%% intervals (0: no intervals)."}
     )
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         (EvaluateArguments, DataArguments), argv, prog="ser-hf evaluate", ignore_extra_keys=True
     )
     if eval_args.bootstrap_resamples < 0:
-        raise ValueError(f"bootstrap_resamples must be >= 0, got {eval_args.bootstrap_resamples}")
+        raise ConfigError(f"bootstrap_resamples must be >= 0, got {eval_args.bootstrap_resamples}")
     from ser_hf.experiment import dump_json, evaluate_checkpoint
 
     results = evaluate_checkpoint(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ser_hf.arguments import DataArguments
 from ser_hf.config_parser import parse_config
+from ser_hf.errors import ConfigError
 
 
 @dataclass
@@ -37,7 +38,7 @@ def load_checkpoint(model_dir: str):
 
     config = AutoConfig.from_pretrained(model_dir)
     if not isinstance(config, (SERSpeechConfig, SERTextConfig)):
-        raise TypeError(f"{model_dir}: a {type(config).__name__} has no encoder to extract features from")
+        raise ConfigError(f"{model_dir}: a {type(config).__name__} has no encoder to extract features from")
     modality = "speech" if isinstance(config, SERSpeechConfig) else "text"
     model_args = ModelArguments(modality=modality, model_name_or_path=model_dir)
     return build_model(model_args, labels=None, label_names=None, attribute_range=None)
@@ -46,11 +47,14 @@ def load_checkpoint(model_dir: str):
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, data_args = parse_config((ExtractArguments, DataArguments), argv, prog="ser-hf extract")
-    from ser_hf.experiment import load_data, select_split
+    from ser_hf.experiment import select_split
     from ser_hf.features import extract_features
 
+    from ser_hf.preflight import check_evaluation_data
+
     model, processor = load_checkpoint(args.model)
-    dataset = select_split(load_data(data_args), args.split)
+    # Checked like evaluate's input: a text model's rows need transcripts, known labels, readable audio.
+    dataset = select_split(check_evaluation_data(data_args, model.config, args.split).corpus, args.split)
     features = extract_features(
         model,
         processor,

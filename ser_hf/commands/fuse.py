@@ -14,6 +14,7 @@ from typing import Any
 import datasets
 
 from ser_hf.config_parser import parse_config
+from ser_hf.errors import ConfigError
 from ser_hf.training_args import SERTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def select_rows_by_split(dataset: datasets.Dataset, name: str | None) -> dataset
     present = set(splits)
     missing = [s for s in wanted if s not in present]
     if missing:
-        raise ValueError(f"split(s) {missing} have no rows in the feature datasets (splits present: {sorted(present, key=str)})")
+        raise ConfigError(f"split(s) {missing} have no rows in the feature datasets (splits present: {sorted(present, key=str)})")
     return dataset.select([i for i, s in enumerate(splits) if s in wanted])
 
 
@@ -67,7 +68,7 @@ def _label_spec(args: FuseArguments, metas: list[dict]) -> tuple[list[str] | Non
         (m["attribute_range"] for m in metas if m.get("attribute_range")), None
     )
     if args.task != "attributes" and not labels:
-        raise ValueError(f"task={args.task!r} needs class codes: set `labels` or `corpus` (the feature models have none)")
+        raise ConfigError(f"task={args.task!r} needs class codes: set `labels` or `corpus` (the feature models have none)")
     return labels, names, list(attribute_range) if attribute_range else None
 
 
@@ -104,9 +105,9 @@ def train_fusion(args: FuseArguments, training_args: SERTrainingArguments) -> di
     }
     splits = {role: drop_unusable_rows(ds, args.task) if ds is not None else None for role, ds in splits.items()}
     if splits["train"] is None:
-        raise ValueError("fusion needs a train_split")
+        raise ConfigError("fusion needs a train_split")
     if splits["eval"] is None and training_args.eval_strategy != "no":
-        raise ValueError("eval_strategy needs an eval_split")
+        raise ConfigError("eval_strategy needs an eval_split")
     trainer = SERTrainer(
         model=model,
         args=training_args,
@@ -114,7 +115,7 @@ def train_fusion(args: FuseArguments, training_args: SERTrainingArguments) -> di
         eval_dataset=splits["eval"],
         data_collator=FeatureCollator(SERTargets.for_config(config)),
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)  # "last": newest checkpoint, if any
     trainer.save_model(training_args.output_dir)
     results: dict[str, Any] = {}
     if splits["test"] is not None:
@@ -130,7 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     fuse_args, training_args = parse_config((FuseArguments, SERTrainingArguments), argv, prog="ser-hf fuse")
     from ser_hf.experiment import dump_json
 
-    results = train_fusion(fuse_args, training_args)
+    from ser_hf.resume import TrainingPreempted
+
+    try:
+        results = train_fusion(fuse_args, training_args)
+    except TrainingPreempted as stopped:  # SIGTERM: a checkpoint was saved; rerun with --resume_from_checkpoint last
+        logging.getLogger("ser_hf.fuse").warning("%s", stopped)
+        return stopped.exit_code
     if training_args.process_index == 0 and results:
         print(dump_json({"test": results}))
     return 0

@@ -14,7 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ser-hf predict",
         description="Predict emotions for audio files or folders (long recordings in overlapping windows). "
-        "Writes windows.csv, files.csv, predictions.json and timeline plots to --output_dir.",
+        "Writes windows.csv, files.csv, predictions.json and timeline plots to --output_dir, published as one set; "
+        "finished files are journaled as they complete, so an interrupted run restarted with the same options resumes.",
     )
     parser.add_argument("model", help="Saved ser-hf checkpoint folder (speech, text, joint or fusion model).")
     parser.add_argument("paths", nargs="+", help="Audio files or folders (searched recursively for wav/flac/ogg/mp3).")
@@ -27,6 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--asr_model", default=None, help="Models that read text: ASR model to transcribe each window.")
     parser.add_argument("--speech_model", default=None, help="Fusion heads: the fine-tuned speech model of the audio features.")
     parser.add_argument("--text_model", default=None, help="Fusion heads: the fine-tuned text model of the text features.")
+    parser.add_argument(
+        "--backend", choices=("auto", "torch", "onnx"), default="auto",
+        help="torch, or onnx for a folder written by `ser-hf export` (run with onnxruntime); auto picks by the folder.",
+    )
+    parser.add_argument(
+        "--num_workers", type=int, default=None,
+        help="Processes decoding and feature-extracting batches of short files while the model runs "
+        "(default: one per spare core, at most 4; 0: decode in the main process).",
+    )
+    parser.add_argument(
+        "--no_resume", action="store_true",
+        help="Ignore the journal of an interrupted run in --output_dir and start again (default: resume, skipping finished files).",
+    )
     parser.add_argument("--no_timeline", action="store_true", help="Do not draw timeline plots for long files.")
     parser.add_argument(
         "--on_error", choices=("raise", "skip"), default="raise",
@@ -54,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         output_dir=args.output_dir,
         timeline=not args.no_timeline,
         on_error=args.on_error,
+        backend=args.backend,
+        num_workers=args.num_workers,
+        resume=not args.no_resume,
     )
     for row in results.files:
         summary = [f"{row['duration']:.1f}s", f"{row['num_windows']} window(s)"]

@@ -13,14 +13,25 @@ def main(argv: list[str] | None = None) -> int:
     data_args, model_args, training_args = parse_config(
         (DataArguments, ModelArguments, SERTrainingArguments), argv, prog="ser-hf train"
     )
-    from ser_hf.experiment import dump_json, train
+    from accelerate import PartialState
 
-    results = train(data_args, model_args, training_args)
+    from ser_hf.errors import SERUserError
+    from ser_hf.experiment import dump_json, train
+    from ser_hf.resume import TrainingPreempted
+
+    try:
+        results = train(data_args, model_args, training_args)
+    except TrainingPreempted as stopped:
+        # SIGTERM (a scheduler's preemption notice): a checkpoint was saved; say how to continue.
+        logging.getLogger("ser_hf.train").warning("%s", stopped)
+        PartialState().destroy_process_group()
+        return stopped.exit_code
+    except SERUserError:  # bad data or config (the dispatcher prints it): leave the process group cleanly
+        PartialState().destroy_process_group()
+        raise
     if training_args.process_index == 0 and results:
         print(dump_json({"test": results}))
     # Under accelerate launch, close the process group before the interpreter exits (a process
     # group left to the interpreter's teardown can abort a rank at exit).
-    from accelerate import PartialState
-
     PartialState().destroy_process_group()
     return 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from ser_hf.arguments import DataArguments
 from ser_hf.config_parser import parse_config
+from ser_hf.errors import ConfigError
 
 
 @dataclass
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, data_args = parse_config((TranscribeArguments, DataArguments), argv, prog="ser-hf transcribe")
     if not args.output:
-        raise ValueError("ser-hf transcribe needs --output (the .jsonl manifest to write)")
+        raise ConfigError("ser-hf transcribe needs --output (the .jsonl manifest to write)")
     from accelerate import PartialState
 
     if PartialState().num_processes > 1:  # each process would transcribe every file and race on the cache
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [name.strip() for name in args.splits.split(",") if name.strip()]
         unknown = sorted(set(wanted) - set(corpus))
         if unknown:
-            raise ValueError(f"--splits {unknown} not in the corpus (has {list(corpus)})")
+            raise ConfigError(f"--splits {unknown} not in the corpus (has {list(corpus)})")
         corpus = datasets.DatasetDict({name: corpus[name] for name in wanted})
     generate_kwargs = dict(args.generate_kwargs or {})
     if args.language:

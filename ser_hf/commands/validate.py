@@ -1,45 +1,42 @@
-"""`ser-hf validate --corpus NAME --data_path PATH [--task categorical]`: check every row, report all problems."""
+"""`ser-hf validate --config recipe.yaml [any train option ...]`: check exactly what `train` would read.
+
+Takes the same config and options as `ser-hf train` (parsed by the same code, so they cannot
+drift) and runs the same checks train runs before building a model: options (task, modality,
+splits, label set, attribute range), then every row of the splits the run reads, all problems at
+once, each named by file and line. It also decodes every audio file once (``--scan_audio false``
+skips that) to warn about silent or clipped recordings. Exit status: 0 when train would start
+(warnings may be printed), 2 with the list of problems otherwise. Nothing is written.
+"""
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="ser-hf validate", description=__doc__)
-    parser.add_argument("--config", help="a recipe YAML to take corpus, data_path, corpus_options, labels and task from")
-    parser.add_argument("--corpus")
-    parser.add_argument("--data_path")
-    parser.add_argument("--task", choices=("categorical", "attributes", "multitask"))
-    parser.add_argument("--no_audio", action="store_true", help="skip opening audio files")
-    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from ser_hf.arguments import DataArguments, ModelArguments
+    from ser_hf.config_parser import parse_config
+    from ser_hf.training_args import SERTrainingArguments
 
-    from ser_hf.arguments import DataArguments
-    from ser_hf.config_parser import load_yaml
-    from ser_hf.data.validation import validate_dataset
-    from ser_hf.experiment import corpus_labels, load_data
+    data_args, model_args, training_args = parse_config(
+        (DataArguments, ModelArguments, SERTrainingArguments),
+        argv,
+        prog="ser-hf validate",
+        defaults={"scan_audio": True},
+        description=__doc__,
+    )
+    from ser_hf.experiment import check_training_data
 
-    values = load_yaml(args.config) if args.config else {}
-    data_args = DataArguments(
-        corpus=args.corpus or values.get("corpus", "synthetic"),
-        data_path=args.data_path or values.get("data_path"),
-        corpus_options=values.get("corpus_options"),
-        labels=values.get("labels"),
-    )
-    task = args.task or values.get("task", "categorical")
-    labels, _, attribute_range = corpus_labels(data_args)
-    report = validate_dataset(
-        load_data(data_args),
-        labels=labels if task != "attributes" else None,
-        attribute_range=attribute_range,
-        require_attributes=task == "attributes",
-        check_audio=not args.no_audio,
-        progress=True,
-    )
-    if report.ok:
-        print(f"OK: {report.n_rows} rows, no problems")
-        return 0
-    print(report.format(), file=sys.stderr)
-    return 1
+    checked = check_training_data(data_args, model_args, training_args, progress=True)
+    report = checked.report
+    if report.warnings:
+        print(report.format_warnings())
+    n_used = sum(len(ds) for ds in checked.corpus.values())
+    if checked.dropped:
+        print(
+            f"OK with --on_invalid_rows drop: {n_used} rows usable; train would drop {len(checked.dropped)} "
+            f"bad rows:\n" + "\n".join(f"  {p}" for p in checked.dropped)
+        )
+    else:
+        print(f"OK: {n_used} rows in splits {', '.join(checked.corpus)}; no problems")
+    return 0

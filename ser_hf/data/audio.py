@@ -7,6 +7,7 @@ or into a cheap header fact lives here so loaders, validation and collators agre
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import NamedTuple
@@ -15,6 +16,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from ser_hf.errors import DataError
+
 # Frames read at each end of a file by ``probe_audio``: enough to make libsndfile walk the
 # codec (a truncated FLAC/OGG fails to seek to its tail), small enough to stay header-cheap.
 _PROBE_FRAMES = 1024
@@ -22,7 +25,7 @@ _PROBE_FRAMES = 1024
 _LIBSNDFILE_EXTENSIONS = {f".{name.lower()}" for name in sf.available_formats()} | {".aif", ".oga", ".opus"}
 
 
-class AudioError(ValueError):
+class AudioError(DataError):
     """An audio file is missing, unreadable or empty; the message names the file."""
 
     def __init__(self, path, reason: str):
@@ -138,10 +141,38 @@ def load_audio(path, sampling_rate: int = 16000) -> np.ndarray:
     else:
         with handle:
             rate = int(handle.samplerate)
-            try:
-                wave = handle.read(dtype="float32", always_2d=True).mean(axis=1)  # (time, ch) -> mono
-            except sf.LibsndfileError as exc:
-                raise AudioError(path, f"corrupt audio data ({exc})") from exc
+            wave = _read_mono(handle, path)
+    return _finish(wave, rate, sampling_rate, path)
+
+
+# Multi-channel files are mixed down this many frames at a time, so a long stereo file never sits
+# in memory with all its channels (10 min of 48 kHz stereo: 220 MB as float32, 110 MB as mono).
+_MIX_BLOCK = 1 << 20
+
+
+def _read_mono(handle: sf.SoundFile, path: str, frames: int = -1) -> np.ndarray:
+    """``frames`` frames (all remaining with -1) from the current position, channels averaged."""
+    try:
+        if handle.channels == 1:
+            return handle.read(frames, dtype="float32", always_2d=True)[:, 0]
+        available = int(handle.frames) - int(handle.tell()) if handle.seekable() else None
+        if available is None:
+            return handle.read(frames, dtype="float32", always_2d=True).mean(axis=1)
+        total = available if frames < 0 else min(frames, available)
+        mono = np.empty(max(total, 0), dtype=np.float32)
+        filled = 0
+        while filled < total:
+            block = handle.read(min(_MIX_BLOCK, total - filled), dtype="float32", always_2d=True)
+            if len(block) == 0:
+                break
+            mono[filled : filled + len(block)] = block.mean(axis=1)  # (time, ch) -> mono
+            filled += len(block)
+        return mono[:filled]
+    except sf.LibsndfileError as exc:
+        raise AudioError(path, f"corrupt audio data ({exc})") from exc
+
+
+def _finish(wave: np.ndarray, rate: int, sampling_rate: int, path: str) -> np.ndarray:
     if wave.size == 0:
         raise AudioError(path, "empty audio (0 frames)")
     if not np.isfinite(wave).all():
@@ -149,6 +180,60 @@ def load_audio(path, sampling_rate: int = 16000) -> np.ndarray:
     if rate != sampling_rate:
         wave = soxr.resample(wave, rate, sampling_rate)
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+# Extra source frames read on each side of a resampled window, so the resampler's filter has context.
+_RESAMPLE_MARGIN = 64
+
+
+def load_audio_crop(
+    path, sampling_rate: int, max_samples: int | None, *, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """At most ``max_samples`` samples of ``path`` at ``sampling_rate``, reading only those frames.
+
+    Why: a 10-minute file cropped to 12 s should cost 12 s of decoding and memory, not 10 minutes.
+    ``rng`` draws a random window (training); without it the window starts at the beginning
+    (deterministic). The window is placed on the target-rate timeline, then read by seeking in the
+    source file; only formats libsndfile cannot seek (the librosa fallback) are decoded whole.
+    """
+    if max_samples is not None and max_samples <= 0:
+        raise ValueError(f"max_samples must be positive, got {max_samples}")
+    path = _require_file(path)
+    handle = _open_or_none(path)
+    if handle is None:
+        return crop(load_audio(path, sampling_rate), max_samples, random=rng is not None, rng=rng)
+    with handle:
+        rate, frames = int(handle.samplerate), int(handle.frames)
+        length = frames if rate == sampling_rate else int(math.ceil(frames * sampling_rate / rate))
+        if max_samples is None or length <= max_samples or not handle.seekable():
+            wave = _finish(_read_mono(handle, path), rate, sampling_rate, path)
+            return crop(wave, max_samples, random=rng is not None, rng=rng)
+        start = int(rng.integers(0, length - max_samples + 1)) if rng is not None else 0
+        if rate == sampling_rate:
+            handle.seek(start)
+            return _finish(_read_mono(handle, path, max_samples), rate, sampling_rate, path)
+        # Read from a source frame whose position on the target timeline is a whole sample (a multiple
+        # of rate / gcd), a margin early, so the window's samples line up with the whole-file resampling.
+        step = rate // math.gcd(rate, sampling_rate)
+        source_start = max(0, (start * rate // sampling_rate - _RESAMPLE_MARGIN) // step * step)
+        skip = start - source_start * sampling_rate // rate
+        source_frames = int(math.ceil((skip + max_samples) * rate / sampling_rate)) + _RESAMPLE_MARGIN
+        handle.seek(source_start)
+        wave = _finish(_read_mono(handle, path, source_frames), rate, sampling_rate, path)
+        return np.ascontiguousarray(wave[skip : skip + max_samples])
+
+
+def window_bounds(num_samples: int, window: int, hop: int) -> list[tuple[int, int]]:
+    """Window (start, end) samples for a recording of ``num_samples``: every ``hop`` while a full window
+    fits, then one last full window aligned to the end so the tail is covered; one short window for a
+    recording shorter than ``window``. Shared by ``predict`` (streamed windows) and evaluation of long
+    utterances, so both score a recording the same way."""
+    if num_samples <= window:
+        return [(0, num_samples)]
+    bounds = [(start, start + window) for start in range(0, num_samples - window + 1, hop)]
+    if bounds[-1][1] < num_samples:
+        bounds.append((num_samples - window, num_samples))
+    return bounds
 
 
 def crop(

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ser_hf.data.audio import crop, load_audio
+from ser_hf.data.audio import load_audio, load_audio_crop, window_bounds
+from ser_hf.data.randomness import example_generator, row_generator
 from ser_hf.data.schema import ATTRIBUTES
 
 IGNORE_INDEX = -100
@@ -68,8 +70,11 @@ class SpeechCollator:
     """Decode, resample, crop and featurise a batch of manifest rows for a speech model.
 
     ``random_crop`` is for training (a fresh window of ``max_seconds`` each time an utterance is
-    drawn); evaluation crops deterministically from the start. Crops are reproducible: the generator
-    is seeded from ``seed`` and the dataloader worker.
+    drawn); evaluation crops deterministically from the start. Only the cropped frames are read from
+    disk. A training crop is a pure function of ``(seed, epoch, index)`` taken from the row's
+    ``EPOCH_KEY``/``INDEX_KEY`` (see `ser_hf.data.randomness`), so a resumed run, skipped batches
+    and dataloader workers all give the crops of the uninterrupted run. Rows without those keys
+    (the collator called outside the trainer) get a crop keyed by their id, the same every call.
     """
 
     feature_extractor: Any
@@ -79,7 +84,11 @@ class SpeechCollator:
     random_crop: bool = False
     seed: int = 0
     train_max_seconds: float | None = None  # training crop when different from the eval one
-    _rng: np.random.Generator | None = field(default=None, repr=False)
+    # Evaluation of utterances longer than ``max_seconds``: score the whole utterance as windows of
+    # ``max_seconds`` (hop ``window_hop`` of a window, as ``predict`` does) and let `SERTrainer`
+    # average them, instead of scoring only the first window. Off for feature extraction.
+    window_long_inputs: bool = False
+    window_hop: float = 0.5
 
     def train_mode(self, seed: int | None = None) -> "SpeechCollator":
         """A copy that crops at random (for the training dataloader)."""
@@ -87,24 +96,32 @@ class SpeechCollator:
         clone.random_crop = True
         clone.max_seconds = self.train_max_seconds or self.max_seconds
         clone.seed = self.seed if seed is None else seed
-        clone._rng = None
+        clone.window_long_inputs = False
         return clone
 
-    def _generator(self) -> np.random.Generator:
-        if self._rng is None:
-            info = torch.utils.data.get_worker_info()
-            worker = info.id if info is not None else 0
-            self._rng = np.random.default_rng([self.seed, worker])
-        return self._rng
+    def crop_generator(self, row: dict) -> np.random.Generator | None:
+        """The generator of a row's training crop (None in evaluation mode: crop from the start)."""
+        if not self.random_crop:
+            return None
+        rng = row_generator(row, self.seed, "crop")
+        if rng is None:
+            key = zlib.crc32(str(row.get("id", row.get("audio"))).encode("utf-8"))
+            rng = example_generator(self.seed, 0, key, "crop")
+        return rng
 
     def load(self, row: dict) -> np.ndarray:
-        wave = load_audio(row["audio"], self.sampling_rate)
         max_samples = int(self.max_seconds * self.sampling_rate) if self.max_seconds else None
-        return crop(wave, max_samples, random=self.random_crop, rng=self._generator() if self.random_crop else None)
+        return load_audio_crop(row["audio"], self.sampling_rate, max_samples, rng=self.crop_generator(row))
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        waves = [self.load(row) for row in rows]
-        batch = dict(
+        if self.window_long_inputs and not self.random_crop and self.max_seconds:
+            return self._windowed(rows)
+        batch = self._features([self.load(row) for row in rows])
+        batch.update(self.targets(rows))
+        return batch
+
+    def _features(self, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        return dict(
             self.feature_extractor(
                 waves,
                 sampling_rate=self.sampling_rate,
@@ -113,6 +130,23 @@ class SpeechCollator:
                 return_tensors="pt",
             )
         )
+
+    def _windowed(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        """Whole utterances; a long one becomes several windows. Adds ``window_rows`` (the row of each
+        window) and ``window_weights`` (its length) when any row has more than one window."""
+        window = int(self.max_seconds * self.sampling_rate)
+        hop = max(1, int(window * self.window_hop))
+        waves, owners, lengths = [], [], []
+        for k, row in enumerate(rows):
+            wave = load_audio(row["audio"], self.sampling_rate)
+            for start, end in window_bounds(len(wave), window, hop):
+                waves.append(wave[start:end])
+                owners.append(k)
+                lengths.append(end - start)
+        batch = self._features(waves)
+        if len(waves) > len(rows):
+            batch["window_rows"] = torch.tensor(owners, dtype=torch.long)
+            batch["window_weights"] = torch.tensor(lengths, dtype=torch.float32)
         batch.update(self.targets(rows))
         return batch
 

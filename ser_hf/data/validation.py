@@ -1,34 +1,61 @@
 """Check a manifest before training: one pass that reports every bad row at once.
 
 Finding one bad file per multi-hour run is the failure this prevents, so nothing stops at the
-first problem: each row collects all its reasons and the report lists them together. Audio is
-probed from the header plus a tiny read (``probe_audio``), never fully decoded.
+first problem: each row collects all its reasons (including the parse problems a loader kept in
+the ``invalid`` column) and the report lists them together, each named by the user's file and
+line when the loader recorded it (``source``), else by split and position. Audio is probed from
+the header plus a tiny read (``probe_audio``); only ``scan_audio`` decodes whole files (once), to
+warn about silent or clipped recordings.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import datasets
+import numpy as np
+import soundfile as sf
 from tqdm.auto import tqdm
 
 from ser_hf.data.audio import AudioError, AudioInfo, probe_audio
-from ser_hf.data.schema import ATTRIBUTES, COLUMNS
+from ser_hf.data.schema import ATTRIBUTES, COLUMNS, INVALID, SOURCE
+from ser_hf.errors import DataError
 
 logger = logging.getLogger(__name__)
 
 _SINGLE = "dataset"  # split name used when a bare Dataset (not a DatasetDict) is validated
+SILENCE_PEAK = 1e-4  # peak amplitude below this (-80 dBFS) counts as silence
+CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped ...
+CLIP_FRACTION = 1e-3  # ... and a file with more than this fraction of such samples is "clipped"
+WARNING_EXAMPLES = 10  # locations listed per kind of warning
 
 
-class DataValidationError(ValueError):
+class DataValidationError(DataError):
     """Raised with a message that lists every bad row (or line) found, one per line."""
 
     def __init__(self, message: str, problems: list | tuple = ()):
         super().__init__(message)
         self.problems = list(problems)
+
+
+def read_text_file(path: str, encoding: str = "utf-8") -> str:
+    """A whole text file (a transcript); a byte that does not decode is a `DataError` naming file and line."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        return raw.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding)
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}, line {line}: not valid {encoding} text (byte 0x{raw[error.start]:02x}); if the files use another "
+            f"encoding, set corpus_options: {{encoding: latin-1}} (or whichever it is), or re-save them as UTF-8"
+        ) from None
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r} (corpus_options.encoding); e.g. utf-8, latin-1") from None
 
 
 def format_problems(header: str, lines: list[str], limit: int = 50) -> str:
@@ -46,22 +73,32 @@ class RowProblem:
     id: str | None
     audio: str | None
     reasons: tuple[str, ...]
+    source: str | None = None  # "file, line N" when the loader recorded it
+
+    @property
+    def location(self) -> str:
+        return self.source or f"{self.split}[{self.index}]"
 
     def __str__(self) -> str:
-        return f"{self.split}[{self.index}] id={self.id!r} audio={self.audio}: {'; '.join(self.reasons)}"
+        return f"{self.location}, id {self.id!r}: {'; '.join(self.reasons)}"
 
 
 @dataclass
 class ValidationReport:
     n_rows: int = 0
     problems: list[RowProblem] = field(default_factory=list)
+    # problems of the data as a whole (a class without training rows, an empty split): not droppable
+    errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # seconds per row and split (None where unreadable or not checked); free once headers are read
     durations: dict[str, list[float | None]] = field(default_factory=dict)
+    # rows per (split, label) among rows without problems, and the first row's location of each
+    label_counts: dict[str, Counter] = field(default_factory=dict)
+    label_examples: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.errors
 
     def bad_indices(self) -> dict[str, set[int]]:
         bad: dict[str, set[int]] = {}
@@ -70,12 +107,38 @@ class ValidationReport:
         return bad
 
     def format(self, limit: int = 50) -> str:
-        header = f"{len(self.problems)} of {self.n_rows} rows failed validation:"
-        return format_problems(header, [str(p) for p in self.problems], limit)
+        """The errors (first) and the bad rows, one per line, under a one-line summary."""
+        footer = (
+            "Fix these rows, or train without them with --on_invalid_rows drop "
+            "(the dropped rows are then listed in <output_dir>/dropped_rows.csv)."
+        )
+        if self.errors and not self.problems and len(self.errors) == 1:
+            return self.errors[0]
+        if len(self.problems) == 1 and not self.errors:  # one bad row: say it on the first line
+            return f"{self.problems[0]}\n(1 of {self.n_rows} rows failed validation.) {footer.replace('these rows', 'this row').replace('without them', 'without it')}"
+        parts = []
+        if self.problems:
+            parts.append(f"{len(self.problems)} of {self.n_rows} rows failed validation")
+        if self.errors:
+            parts.append(f"{len(self.errors)} problem{'s' if len(self.errors) > 1 else ''} with the data as a whole")
+        lines = list(self.errors) + [str(p) for p in self.problems]
+        text = format_problems(" and ".join(parts) + ":", lines, limit + len(self.errors))
+        if self.problems:
+            text += "\n" + footer
+        return text
+
+    def format_warnings(self) -> str:
+        return format_problems(f"{len(self.warnings)} warning(s):", self.warnings, len(self.warnings))
 
     def raise_if_errors(self, limit: int = 50) -> None:
-        if self.problems:
-            raise DataValidationError(self.format(limit), self.problems)
+        if not self.ok:
+            raise DataValidationError(self.format(limit), self.problems or self.errors)
+
+    def add_warning(self, count: int, what: str, locations: list[str]) -> None:
+        """One counted warning listing up to ``WARNING_EXAMPLES`` row locations."""
+        shown = "; ".join(locations[:WARNING_EXAMPLES])
+        more = f"; ... and {len(locations) - WARNING_EXAMPLES} more" if len(locations) > WARNING_EXAMPLES else ""
+        self.warnings.append(f"{count} row{'s' if count != 1 else ''}: {what} ({shown}{more})")
 
 
 def _as_dict(ds_or_dict) -> tuple[dict[str, datasets.Dataset], bool]:
@@ -98,13 +161,44 @@ def _attribute_reasons(row: dict, attribute_range, require_attributes: bool) -> 
     return reasons
 
 
-def _audio_check(path) -> tuple[AudioInfo | None, str | None]:
+@dataclass(frozen=True)
+class _AudioFacts:
+    info: AudioInfo | None = None
+    reason: str | None = None
+    peak: float | None = None  # only with a content scan
+    clipped_fraction: float | None = None
+
+
+def _scan(path: str) -> tuple[float, float] | None:
+    """(peak, fraction of frames at full scale) of the whole file, read in blocks; None when
+    libsndfile cannot open it (formats decoded by librosa at training time are not scanned)."""
     try:
-        return probe_audio(path or ""), None
+        handle = sf.SoundFile(path)
+    except sf.LibsndfileError:
+        return None
+    peak, clipped = 0.0, 0
+    with handle:
+        for block in handle.blocks(blocksize=1 << 20, dtype="float32", always_2d=True):
+            magnitude = np.abs(block)
+            peak = max(peak, float(magnitude.max(initial=0.0)))
+            clipped += int((magnitude >= CLIP_LEVEL).any(axis=1).sum())
+        return peak, clipped / max(handle.frames, 1)
+
+
+def _audio_check(path, scan: bool = False) -> _AudioFacts:
+    try:
+        info = probe_audio(path or "")
     except AudioError as exc:
-        return None, exc.reason
+        return _AudioFacts(reason=f"{exc.reason}: {path}" if path else exc.reason)
     except OSError as exc:  # e.g. permission denied
-        return None, f"unreadable audio ({exc})"
+        return _AudioFacts(reason=f"unreadable audio ({exc}): {path}")
+    if not scan:
+        return _AudioFacts(info)
+    try:
+        stats = _scan(path)
+    except (sf.LibsndfileError, RuntimeError) as exc:  # the header was fine, the data is not
+        return _AudioFacts(info, f"corrupt audio data ({exc}): {path}")
+    return _AudioFacts(info) if stats is None else _AudioFacts(info, None, *stats)
 
 
 def _row_batches(ds: datasets.Dataset, batch_size: int = 1024):
@@ -121,19 +215,24 @@ def validate_dataset(
     attribute_range: tuple[float, float] | None = None,
     require_label: bool = False,
     require_attributes: bool = False,
+    require_transcript: bool = False,
     sampling_rate: int | None = None,
+    max_seconds: float | None = None,
     check_audio: bool = True,
+    scan_audio: bool = False,
     progress: bool | None = None,
     num_threads: int = 4,
 ) -> ValidationReport:
     """Check every row of a Dataset/DatasetDict in the common schema; never raises for bad rows.
 
-    Reported per row: missing/unreadable/empty/corrupt audio, label not in ``labels``, attribute
-    NaN or outside the inclusive ``attribute_range``, duplicate id (across splits; later copies are
-    the bad ones), missing label/attributes when required. With ``sampling_rate`` a warning counts
-    files stored below that rate (they will be upsampled, which adds no information). ``progress``:
-    tqdm bar on/off; ``None`` shows it only on a terminal. Audio headers are probed by
-    ``num_threads`` threads because the work is file I/O (slow on network disks).
+    Reported per row: problems the loader kept (``invalid``), missing/unreadable/empty/corrupt
+    audio, label not in ``labels``, attribute NaN or outside the inclusive ``attribute_range``,
+    duplicate id (across splits; later copies are the bad ones), missing label/attributes/transcript
+    when required. Warnings (counted, with the rows listed): files stored below ``sampling_rate``
+    (they will be upsampled, which adds no information), files longer than ``max_seconds`` (only a
+    crop of them is used per step), and with ``scan_audio`` (one full decode per file) all-silent
+    and clipped files. ``progress``: tqdm bar on/off; ``None`` shows it only on a terminal. Audio is
+    read by ``num_threads`` threads because the work is file I/O (slow on network disks).
     """
     splits, _ = _as_dict(ds_or_dict)
     for split, ds in splits.items():
@@ -143,23 +242,29 @@ def validate_dataset(
     allowed = None if labels is None else set(labels)
     report = ValidationReport(n_rows=sum(len(ds) for ds in splits.values()))
     seen_ids: dict[str, str] = {}
-    low_rate: list[str] = []
-    bar = tqdm(total=report.n_rows, desc="validating", unit="row", disable=None if progress is None else not progress)
+    notes: dict[str, list[str]] = {}  # warning kind -> row locations
+    check = (lambda path: _audio_check(path, scan_audio)) if check_audio else None
+    desc = "validating (decoding audio)" if check_audio and scan_audio else "validating"
+    bar = tqdm(total=report.n_rows, desc=desc, unit="row", disable=None if progress is None else not progress)
     with bar, ThreadPoolExecutor(max(1, num_threads)) as pool:
         for split, ds in splits.items():
             durations = report.durations.setdefault(split, [])
+            counts = report.label_counts.setdefault(split, Counter())
             index = 0
             for rows in _row_batches(ds):
-                audio_checks = pool.map(_audio_check, [row["audio"] for row in rows]) if check_audio else None
+                audio_checks = pool.map(check, [row["audio"] for row in rows]) if check_audio else None
                 for row in rows:
-                    reasons = []
+                    where = row.get(SOURCE) or f"{split}[{index}]"
+                    parse_reasons = [r for r in (row.get(INVALID) or "").split("; ") if r]
+                    reasons = list(parse_reasons)
                     row_id = row["id"]
                     if row_id in (None, ""):
-                        reasons.append("missing id")
+                        if not parse_reasons:
+                            reasons.append("missing id")
                     elif row_id in seen_ids:
                         reasons.append(f"duplicate id (first seen at {seen_ids[row_id]})")
                     else:
-                        seen_ids[row_id] = f"{split}[{index}]"
+                        seen_ids[row_id] = where
                     label = row["label"]
                     if label is None:
                         if require_label:
@@ -167,20 +272,39 @@ def validate_dataset(
                     elif allowed is not None and label not in allowed:
                         reasons.append(f"unknown label {label!r} (expected one of {sorted(allowed)})")
                     reasons += _attribute_reasons(row, attribute_range, require_attributes)
-                    info, audio_reason = next(audio_checks) if check_audio else (None, None)
-                    if audio_reason:
-                        reasons.append(audio_reason)
-                    elif info is not None and sampling_rate is not None and info.samplerate < sampling_rate:
-                        low_rate.append(row["audio"])
+                    if require_transcript and not (row["transcript"] or "").strip():
+                        reasons.append("missing or empty transcript (a text model reads it)")
+                    facts = next(audio_checks) if check_audio else _AudioFacts()
+                    if facts.reason and not (row["audio"] is None and parse_reasons):
+                        reasons.append(facts.reason)
+                    info = facts.info
+                    if info is not None and not facts.reason:
+                        if sampling_rate is not None and info.samplerate < sampling_rate:
+                            notes.setdefault("low_rate", []).append(f"{where} ({info.samplerate} Hz)")
+                        if max_seconds is not None and info.duration > max_seconds:
+                            notes.setdefault("long", []).append(f"{where} ({info.duration:.1f} s)")
+                        if facts.peak is not None and facts.peak < SILENCE_PEAK:
+                            notes.setdefault("silent", []).append(where)
+                        elif facts.clipped_fraction is not None and facts.clipped_fraction > CLIP_FRACTION:
+                            notes.setdefault("clipped", []).append(f"{where} ({100 * facts.clipped_fraction:.1f}%)")
                     durations.append(None if info is None else info.duration)
                     if reasons:
-                        report.problems.append(RowProblem(split, index, row_id, row["audio"], tuple(reasons)))
+                        report.problems.append(
+                            RowProblem(split, index, row_id, row["audio"], tuple(reasons), row.get(SOURCE))
+                        )
+                    elif label is not None:
+                        counts[label] += 1
+                        report.label_examples.setdefault((split, label), where)
                     index += 1
                 bar.update(len(rows))
-    if low_rate:
-        report.warnings.append(
-            f"{len(low_rate)} files are stored below {sampling_rate} Hz and will be upsampled (e.g. {low_rate[0]})"
-        )
+    texts = {
+        "low_rate": f"audio stored below {sampling_rate} Hz, the model's rate; it will be upsampled (adds no information)",
+        "long": f"audio longer than the {max_seconds:g} s crop; each step sees one crop of it" if max_seconds else "",
+        "silent": "audio is all silence (peak below -80 dBFS); check the file or drop the row",
+        "clipped": f"audio is clipped (over {100 * CLIP_FRACTION:g}% of samples at full scale)",
+    }
+    for kind, locations in notes.items():
+        report.add_warning(len(locations), texts[kind], locations)
     for warning in report.warnings:
         logger.warning(warning)
     return report

@@ -15,7 +15,7 @@ from types import ModuleType
 
 import datasets
 
-from ser_hf.data.corpora import emodb, manifest, msp_podcast, ravdess
+from ser_hf.data.corpora import crema_d, emodb, esd, iemocap, manifest, meld, msp_improv, msp_podcast, ravdess, tess
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,12 @@ CORPORA: dict[str, CorpusSpec] = {
     "msp_podcast": _spec_from_module("msp_podcast", msp_podcast, "load_msp_podcast"),
     "ravdess": _spec_from_module("ravdess", ravdess, "load_ravdess"),
     "manifest": _spec_from_module("manifest", manifest, "load_manifest"),
+    "iemocap": _spec_from_module("iemocap", iemocap, "load_iemocap"),
+    "crema_d": _spec_from_module("crema_d", crema_d, "load_crema_d"),
+    "msp_improv": _spec_from_module("msp_improv", msp_improv, "load_msp_improv"),
+    "meld": _spec_from_module("meld", meld, "load_meld"),
+    "esd": _spec_from_module("esd", esd, "load_esd"),
+    "tess": _spec_from_module("tess", tess, "load_tess"),
 }
 # Registered on first use: (module, loader function).
 _LAZY = {"synthetic": ("ser_hf.data.corpora.synthetic", "load_synthetic")}

@@ -2,11 +2,18 @@
 
 Columns are renamed to the schema with ``column_mapping`` ({your name: schema name}); columns that
 already carry a schema name are used as they are, and every other column is ignored (logged once).
+A column that differs from a schema name only by case or spacing (``Label``, ``Audio Path`` for
+``audio_path``...) is an error with the mapping that fixes it, and so is a missing required column.
 Empty cells are missing values (``None``). Without an ``id`` column the audio path as written in
 the manifest is the id (unique by construction). Relative audio paths are resolved against
 ``audio_root``, else the manifest's folder. Without a ``split`` column every row is "train"
-unless ``split=`` names the split for the whole file (it then overrides any column). Bad lines are
-collected and raised together.
+unless ``split=`` names the split for the whole file (it then overrides any column). The file is
+read as ``encoding`` (UTF-8 by default); a line that does not decode is a bad line naming the byte.
+
+Every row remembers where it came from (``source``: "file, line N"). Bad lines are collected, not
+raised one by one: by default `load_manifest` raises them together; with ``keep_invalid_rows`` it
+keeps them, with their reasons in the ``invalid`` column, so validation reports them alongside the
+row problems it finds itself (and ``--on_invalid_rows drop`` drops them like any other bad row).
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping
 
 import datasets
 
-from ser_hf.data.schema import ATTRIBUTES, COLUMNS, rows_to_dataset_dict
+from ser_hf.data.schema import ATTRIBUTES, COLUMNS, INVALID, INVALID_SPLIT, SOURCE, rows_to_dataset_dict
 from ser_hf.data.splits import order_splits
 from ser_hf.data.validation import DataValidationError, format_problems
+from ser_hf.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -32,32 +41,152 @@ ATTRIBUTE_RANGE = None
 
 _DELIMITERS = {".csv": ",", ".tsv": "\t"}
 _JSON_LINES = (".jsonl", ".ndjson")
+_AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".sph", ".webm")
+# Words in a column name that suggest which schema column it is (for the mapping hint of an error).
+_NAME_HINTS = {
+    "audio": ("audio", "path", "file", "wav", "filename"),
+    "label": ("emotion", "emo", "label", "class", "category", "categorical"),
+    "transcript": ("transcript", "text", "sentence", "utterance", "words"),
+    "arousal": ("arousal", "activation", "act"),
+    "valence": ("valence", "val"),
+    "dominance": ("dominance", "dom"),
+    "id": ("id", "name", "key", "utt"),
+    "speaker": ("speaker", "spk", "spkr"),
+}
 
 
-def iter_records(path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, record) from a .csv/.tsv (header row) or .jsonl/.ndjson file, streaming."""
-    path = os.fspath(path)
+def _normalised(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", str(name)).lower()
+
+
+def mapping_hint(mapping: Mapping[str, str]) -> str:
+    """How to write ``mapping`` as a corpus option, in the YAML and on the command line."""
+    pairs = ", ".join(f"{json.dumps(src)}: {json.dumps(dst)}" for src, dst in mapping.items())
+    return (
+        f"in the YAML config:\n    corpus_options:\n      column_mapping: {{{pairs}}}\n"
+        f"  or on the command line: --corpus_options '{{\"column_mapping\": {{{pairs}}}}}'"
+    )
+
+
+def _undecodable(value: str) -> int | None:
+    """The first byte that failed to decode (kept as a surrogate by ``surrogateescape``), or None."""
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return ord(value[error.start]) - 0xDC00
+    return None
+
+
+def _encoding_problem(record: dict, encoding: str) -> str | None:
+    for key, value in record.items():
+        if isinstance(value, str) and (byte := _undecodable(value)) is not None:
+            column = f" in column {key!r}" if isinstance(key, str) else ""
+            return (
+                f"not valid {encoding} text{column} (byte 0x{byte:02x}); if the file uses another encoding, set "
+                f"corpus_options: {{encoding: latin-1}} (or whichever it is), or re-save the file as UTF-8"
+            )
+    return None
+
+
+def iter_records(path, *, encoding: str = "utf-8") -> Iterator[tuple[int, dict]]:
+    """Yield (line number, record) from a .csv/.tsv (header row) or .jsonl/.ndjson file, streaming.
+
+    Strict: the first undecodable, malformed or misshapen line raises a `DataError` naming the file
+    and line. (`load_manifest` reads leniently, collecting every bad line instead.)
+    """
+    for line_no, record, problem in _read_lines(path, encoding):
+        if problem:
+            raise DataError(f"{os.fspath(path)}, line {line_no}: {problem}")
+        yield line_no, record
+
+
+def _check_path(path: str) -> str:
     ext = os.path.splitext(path)[1].lower()
     if ext not in _DELIMITERS and ext not in _JSON_LINES:
-        raise ValueError(f"{path}: unsupported manifest type {ext!r}; use .csv, .tsv, .jsonl or .ndjson")
+        raise ConfigError(f"{path}: unsupported manifest type {ext!r}; use .csv, .tsv, .jsonl or .ndjson")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"manifest not found: {path}")
-    with open(path, encoding="utf-8-sig", newline="") as handle:
+        raise DataError(f"manifest not found: {path}")
+    return ext
+
+
+def _read_lines(path, encoding: str, meta: dict | None = None) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, record or None, problem or None) for every non-blank record of the file.
+
+    ``meta`` (optional) receives ``header_line`` for CSV/TSV files.
+    """
+    path = os.fspath(path)
+    ext = _check_path(path)
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        encoding = "utf-8-sig"  # tolerate a byte-order mark
+    shown = "utf-8" if encoding == "utf-8-sig" else encoding
+    try:
+        handle = open(path, encoding=encoding, errors="surrogateescape", newline="")
+    except LookupError:
+        raise ConfigError(f"unknown encoding {encoding!r} (corpus_options.encoding); e.g. utf-8, latin-1, cp1252") from None
+    with handle:
         if ext in _DELIMITERS:
-            reader = csv.DictReader(handle, delimiter=_DELIMITERS[ext])
-            for record in reader:
-                yield reader.line_num, record
+            yield from _read_delimited(handle, _DELIMITERS[ext], shown, path, {} if meta is None else meta)
             return
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
+            if _undecodable(line) is not None:
+                yield line_no, None, _encoding_problem({None: line}, shown)
+                continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {line_no}: invalid JSON ({exc.msg})") from exc
+                yield line_no, None, f"invalid JSON ({exc.msg}, column {exc.colno})"
+                continue
             if not isinstance(record, dict):
-                raise ValueError(f"{path}, line {line_no}: expected a JSON object, got {type(record).__name__}")
-            yield line_no, record
+                yield line_no, None, f"expected a JSON object, got {type(record).__name__}"
+                continue
+            yield line_no, record, None
+
+
+def _read_delimited(handle, delimiter: str, encoding: str, path: str, meta: dict):
+    reader = csv.reader(handle, delimiter=delimiter)
+    header = None
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if header is None:
+                raise DataError(f"{path}, line {reader.line_num}: the header row is not valid CSV ({exc})") from None
+            yield reader.line_num, None, f"not valid CSV ({exc})"
+            continue
+        if header is None:
+            if not any(cell.strip() for cell in cells):
+                continue
+            if _undecodable("".join(cells)) is not None:
+                raise DataError(
+                    f"{path}, line {reader.line_num}: header is {_encoding_problem({None: ''.join(cells)}, encoding)}"
+                )
+            header = cells
+            meta["header_line"], meta["header"] = reader.line_num, list(cells)
+            _check_header(path, header)
+            continue
+        line_no = reader.line_num
+        if not any(cell.strip() for cell in cells):
+            continue
+        record = {name: cells[i] if i < len(cells) else None for i, name in enumerate(header)}
+        problem = _encoding_problem(record, encoding)
+        if len(cells) != len(header):
+            shape = f"{len(cells)} fields but the header has {len(header)}"
+            hint = " (an unquoted delimiter inside a value?)" if len(cells) > len(header) else ""
+            problem = f"{shape}{hint}" + (f"; {problem}" if problem else "")
+        yield line_no, record, problem
+
+
+def _check_header(path: str, header: list[str]) -> None:
+    names = [name.strip() for name in header]
+    repeated = sorted({name for name in names if name and names.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}, line 1: the header repeats column(s) {repeated}; give every column its own name")
 
 
 def parse_attribute(value) -> float | None:
@@ -67,7 +196,7 @@ def parse_attribute(value) -> float | None:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a number")
     number = float(value)
-    if math.isnan(number):
+    if not math.isfinite(number):
         raise ValueError(f"{value!r} is not a number")
     return number
 
@@ -75,18 +204,24 @@ def parse_attribute(value) -> float | None:
 def _text(value) -> str | None:
     if value is None:
         return None
+    if isinstance(value, (dict, list)):
+        raise TypeError(f"expected text, got a JSON {'object' if isinstance(value, dict) else 'list'}")
     text = str(value).strip()
+    if not text.isascii() and _undecodable(text) is not None:  # a bad line kept for the report: show U+FFFD
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return text or None
 
 
 def _check_mapping(mapping: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"column_mapping must be a mapping {{your column: schema column}}, got {mapping!r}")
     unknown = {src: dst for src, dst in mapping.items() if dst not in COLUMNS}
     if unknown:
-        raise ValueError(f"column_mapping targets {unknown} are not schema columns {list(COLUMNS)}")
+        raise ConfigError(f"column_mapping targets {unknown} are not schema columns {list(COLUMNS)}")
     targets = list(mapping.values())
     repeated = sorted({t for t in targets if targets.count(t) > 1})
     if repeated:
-        raise ValueError(f"column_mapping maps several columns onto {repeated}")
+        raise ConfigError(f"column_mapping maps several columns onto {repeated}")
     return dict(mapping)
 
 
@@ -98,11 +233,55 @@ def _sources(keys, mapping: dict[str, str]) -> dict[str, str]:
         if target is None:
             continue
         if target in sources:
-            raise ValueError(
+            raise ConfigError(
                 f"columns {sources[target]!r} and {key!r} both provide {target!r}; drop one from the mapping"
             )
         sources[target] = key
     return sources
+
+
+def _guess_column(target: str, candidates: list[str], samples: dict[str, list]) -> str | None:
+    """The manifest column most likely meant as schema column ``target`` (for an error's hint)."""
+    if target == "audio":
+        for name in candidates:
+            values = [str(v).strip().lower() for v in samples.get(name, []) if v not in (None, "")]
+            if values and all(v.endswith(_AUDIO_EXTENSIONS) for v in values):
+                return name
+    hints = _NAME_HINTS.get(target, (target,))
+    for hint in hints:
+        for name in candidates:
+            if _normalised(name) == hint:
+                return name
+    for hint in hints:
+        for name in candidates:
+            if hint in _normalised(name):
+                return name
+    return None
+
+
+def _column_problems(
+    where: str, keys: list[str], sources: dict[str, str], required, samples: dict[str, list]
+) -> list[str]:
+    """Header problems: near-miss column names and missing required columns, with the fixing mapping."""
+    unused = [key for key in keys if isinstance(key, str) and key not in sources.values()]
+    problems, mapping = [], {}
+    for key in unused:
+        for column in COLUMNS:
+            if column not in sources and _normalised(key) == _normalised(column) and key != column:
+                problems.append(f"column {key!r} differs from the schema column {column!r} only by case or spacing")
+                mapping[key] = column
+    missing = [c for c in required if c not in sources and c not in mapping.values()]
+    for column in missing:
+        guess = _guess_column(column, [k for k in unused if k not in mapping], samples)
+        mapping[guess or f"YOUR_{column.upper()}_COLUMN"] = column
+        problems.append(f"no column provides {column!r} (required)")
+    if not problems:
+        return []
+    found = ", ".join(repr(k) for k in keys if isinstance(k, str))
+    return [
+        f"{where}: " + "; ".join(problems) + f".\n  Columns found: {found}.\n"
+        f"  Rename the column(s) in the file, or map them to the schema {mapping_hint(mapping)}"
+    ]
 
 
 def load_manifest(
@@ -111,52 +290,102 @@ def load_manifest(
     column_mapping: Mapping[str, str] | None = None,
     audio_root=None,
     split: str | None = None,
+    encoding: str = "utf-8",
+    required_columns=("audio",),
+    keep_invalid_rows: bool = False,
 ) -> datasets.DatasetDict:
-    """Read a manifest into a DatasetDict in the common schema (audio stays a path; nothing is decoded)."""
+    """Read a manifest into a DatasetDict in the common schema (audio stays a path; nothing is decoded).
+
+    ``required_columns``: schema columns some manifest column must provide, and every row must
+    fill for ``audio`` (the pipeline asks for ``label`` in categorical runs, ``transcript`` instead of
+    ``audio`` in text runs...). ``keep_invalid_rows``: keep bad
+    lines (``invalid`` holds their reasons; lines that could not be parsed at all go to the split
+    ``INVALID_SPLIT``) instead of raising them, and add the ``source`` column ("file, line N") so
+    validation names rows by line.
+    """
     path = os.fspath(path)
     mapping = _check_mapping(column_mapping or {})
     base = os.path.abspath(os.fspath(audio_root) if audio_root is not None else os.path.dirname(os.path.abspath(path)))
-    rows, errors, ignored, seen_keys = [], [], set(), set()
-    cached_keys, sources = None, {}
-    for line_no, record in iter_records(path):
-        keys = tuple(record)
+    required = [c for c in dict.fromkeys(required_columns) if c in COLUMNS]
+    rows, errors, ignored, seen_keys = [], [], set(), []
+    cached_keys, sources, samples, first_line, meta = None, {}, {}, None, {}
+    for line_no, record, problem in _read_lines(path, encoding, meta):
+        where = f"{path}, line {line_no}"
+        first_line = first_line or line_no
+        if record is None:
+            errors.append(f"{where}: {problem}")
+            rows.append({"id": None, "audio": None, "split": INVALID_SPLIT, SOURCE: where, INVALID: problem})
+            continue
+        keys = tuple(k for k in record if isinstance(k, str))
         if keys != cached_keys:  # CSV: once; JSONL: whenever a record's keys differ
             cached_keys, sources = keys, _sources(keys, mapping)
-            seen_keys.update(keys)
+            seen_keys.extend(k for k in keys if k not in seen_keys)
             ignored.update(k for k in keys if k not in sources.values())
+        for key in keys:
+            if len(samples.setdefault(key, [])) < 20:
+                samples[key].append(record[key])
         value = {target: record.get(source) for target, source in sources.items()}
-        row, problems = _row_from_record(value, base, split)
+        row, problems = _row_from_record(value, base, split, need_audio="audio" in required)
+        if problem:
+            problems.insert(0, problem)
+        row[SOURCE] = where
         if problems:
-            errors.append(f"line {line_no}: {'; '.join(problems)}")
-        else:
-            rows.append(row)
-    absent = sorted(set(mapping) - seen_keys)
+            errors.append(f"{where}: {'; '.join(problems)}")
+            row[INVALID] = "; ".join(problems)
+            if row["split"] is None:
+                row["split"] = INVALID_SPLIT
+        rows.append(row)
+    if "header" in meta:  # CSV/TSV: the header says which columns there are, rows or not
+        seen_keys = list(dict.fromkeys(meta["header"]))
+    absent = sorted(set(mapping) - set(seen_keys))
     if absent:
-        raise ValueError(f"{path}: column_mapping names columns {absent} that the manifest does not have")
-    if errors:
-        raise DataValidationError(format_problems(f"{path}: {len(errors)} bad lines:", errors), errors)
+        raise ConfigError(
+            f"{path}: column_mapping names columns {absent} that the manifest does not have "
+            f"(columns found: {', '.join(map(repr, seen_keys))})"
+        )
     if not rows:
-        raise ValueError(f"{path}: manifest has no rows")
+        raise DataError(f"{path}: manifest has no rows")
+    all_sources = _sources(seen_keys, mapping)
+    if "header_line" in meta:
+        where = f"{path}, line {meta['header_line']} (the header)"
+    else:
+        where = f"{path}, line {first_line}" if first_line else path
+    # (no keys at all: no line parsed into a record; those lines are reported as bad rows instead)
+    header_problems = _column_problems(where, seen_keys, all_sources, required, samples) if seen_keys else []
+    if header_problems:
+        raise DataError("\n".join(header_problems))
+    if errors and not keep_invalid_rows:
+        raise DataValidationError(format_problems(f"{path}: {len(errors)} bad line{'s' if len(errors) != 1 else ''}:", errors), errors)
     if ignored:
         logger.info("%s: ignoring columns not in the schema: %s", path, sorted(ignored))
+    if not keep_invalid_rows:  # the plain schema; the bookkeeping columns are for validation
+        rows = [{k: v for k, v in row.items() if k != SOURCE} for row in rows]
     return order_splits(rows_to_dataset_dict(rows))
 
 
-def _row_from_record(value: dict, base: str, split: str | None) -> tuple[dict, list[str]]:
+def _row_from_record(value: dict, base: str, split: str | None, need_audio: bool = True) -> tuple[dict, list[str]]:
     problems = []
-    audio = _text(value.get("audio"))
+    texts = {}
+    for name in ("id", "audio", "transcript", "label", "speaker", "gender", "split"):
+        try:
+            texts[name] = _text(value.get(name))
+        except TypeError as exc:
+            problems.append(f"{name}: {exc}")
+            texts[name] = None
+    audio = texts["audio"]
     if audio is None:
-        problems.append("missing audio path")
+        if need_audio:
+            problems.append("missing audio path")
         resolved = None
     else:
         resolved = os.path.normpath(os.path.join(base, os.path.expanduser(audio)))
     row = {
-        "id": _text(value.get("id")) or audio,
+        "id": texts["id"] or audio,
         "audio": resolved,
-        "transcript": _text(value.get("transcript")),
-        "label": _text(value.get("label")),
-        "speaker": _text(value.get("speaker")),
-        "gender": _text(value.get("gender")),
+        "transcript": texts["transcript"],
+        "label": texts["label"],
+        "speaker": texts["speaker"],
+        "gender": texts["gender"],
     }
     for name in ATTRIBUTES:
         try:
@@ -166,7 +395,7 @@ def _row_from_record(value: dict, base: str, split: str | None) -> tuple[dict, l
     if split is not None:
         row["split"] = split
     elif "split" in value:
-        row["split"] = _text(value["split"])
+        row["split"] = texts["split"]
         if row["split"] is None:
             problems.append("empty split")
     else:

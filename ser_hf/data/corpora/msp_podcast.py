@@ -18,7 +18,8 @@ import datasets
 from ser_hf.data.corpora.manifest import iter_records, parse_attribute
 from ser_hf.data.schema import rows_to_dataset_dict
 from ser_hf.data.splits import order_splits
-from ser_hf.data.validation import DataValidationError, format_problems
+from ser_hf.data.validation import DataValidationError, format_problems, read_text_file
+from ser_hf.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +56,15 @@ def load_msp_podcast(
     splits: Mapping[str, str | None] | None = None,
     include_transcripts: bool = True,
     labels_file: str = LABELS_FILE,
+    encoding: str = "utf-8",
 ) -> datasets.DatasetDict:
     """Read the consensus labels into a DatasetDict; audio paths are stored, never opened.
 
     ``splits`` maps ``Split_Set`` values to split names (default: Train->train, Development->dev,
     Test1->test, Test2->test2, Test3->test3); mapping a set to ``None`` leaves it out on purpose.
     A set missing from the mapping is an error. Test3 rows without labels get ``None`` fields.
+    ``encoding``: of the labels CSV and the transcripts (a file that does not decode is an error
+    naming the file and line).
     """
     root = os.path.abspath(os.fspath(root))
     split_names = dict(DEFAULT_SPLITS if splits is None else splits)
@@ -71,7 +75,7 @@ def load_msp_podcast(
         logger.warning("%s: no transcripts found; transcript will be None", transcript_dir)
 
     rows, errors, unlabelled, left_out = [], [], Counter(), Counter()
-    for line_no, record in iter_records(csv_path):
+    for line_no, record in iter_records(csv_path, encoding=encoding):
         if not rows and not errors and not left_out:  # first record: check the header once
             missing = [c for c in COLUMNS if c not in record]
             if missing:
@@ -105,8 +109,11 @@ def load_msp_podcast(
         stem = os.path.splitext(file_name)[0]
         transcript = None
         if f"{stem}.txt" in transcripts:
-            with open(os.path.join(transcript_dir, f"{stem}.txt"), encoding="utf-8") as handle:
-                transcript = handle.read().strip()
+            try:
+                transcript = read_text_file(os.path.join(transcript_dir, f"{stem}.txt"), encoding).strip()
+            except DataError as error:  # collected with the other bad lines, not raised alone
+                errors.append(str(error))
+                continue
         speaker = (record["SpkrID"] or "").strip()
         row.update(
             id=stem,
@@ -119,7 +126,7 @@ def load_msp_podcast(
         )
         rows.append(row)
     if errors:
-        raise DataValidationError(format_problems(f"{csv_path}: {len(errors)} bad lines:", errors), errors)
+        raise DataValidationError(format_problems(f"{csv_path}: {len(errors)} bad line{'s' if len(errors) != 1 else ''}:", errors), errors)
     if not rows:
         raise ValueError(f"{csv_path}: no rows left after the split mapping {split_names}")
     if unlabelled:
