@@ -49,8 +49,22 @@ def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dat
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
-def corpus_labels(data_args: DataArguments) -> tuple[list[str] | None, dict | None, tuple[float, float] | None]:
-    """(class codes, readable names, attribute range) for the configured corpus."""
+def corpus_labels(
+    data_args: DataArguments, corpus: datasets.DatasetDict | None = None
+) -> tuple[list[str] | None, dict | None, tuple[float, float] | None]:
+    """(class codes, readable names, attribute range) for the configured corpus.
+
+    A ``--dataset_name`` input takes its classes from ``--labels``, else the label column's
+    ClassLabel names (in the dataset's order), else the sorted labels found in ``corpus``.
+    """
+    if data_args.dataset_name:
+        from ser_hf.data.hf_datasets import infer_labels
+
+        labels = list(data_args.labels) if data_args.labels else getattr(corpus, "class_labels", None)
+        if not labels and corpus is not None and data_args.label_column_name:
+            labels = infer_labels(corpus) or None
+        attribute_range = tuple(data_args.attribute_range) if data_args.attribute_range else None
+        return labels, None, attribute_range
     spec = get_corpus_spec(data_args.corpus)
     if data_args.label_map:  # cross-corpus: the shared class set replaces the corpus's own
         return shared_label_spec(data_args, spec.attribute_range)
@@ -124,10 +138,37 @@ def build_model(model_args: ModelArguments, *, labels, label_names, attribute_ra
     else:
         raise ConfigError("set one of backbone (pretrained encoder), backbone_config (random init) or model_name_or_path")
     if speech:
+        apply_spec_augment_settings(model, model_args)
         processor = build_feature_extractor(model.config, pretrained_path)
     else:
         processor = _load_tokenizer(model_args.tokenizer or model_args.backbone, model_args.trust_remote_code)
     return model, processor
+
+
+def apply_spec_augment_settings(model, model_args: ModelArguments) -> None:
+    """Set the wav2vec2-family encoder's own SpecAugment (``mask_time_prob`` / ``mask_feature_prob``)."""
+    import torch
+
+    wanted = {k: getattr(model_args, k, None) for k in ("mask_time_prob", "mask_feature_prob")}
+    wanted = {k: float(v) for k, v in wanted.items() if v is not None}
+    if not wanted:
+        return
+    for key, value in wanted.items():
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{key} must be in [0, 1), got {value}")
+    backbone = model.backbone
+    if getattr(model.config, "is_whisper", False) or not hasattr(backbone.config, "mask_time_prob"):
+        raise ValueError(
+            f"{', '.join(wanted)} apply to wav2vec2/WavLM/HuBERT encoders; this encoder "
+            f"({backbone.config.model_type}) has no such masking: use augment.specaugment for log-mel encoders"
+        )
+    for key, value in wanted.items():
+        setattr(backbone.config, key, value)
+        model.config.backbone_config[key] = value
+    backbone.config.apply_spec_augment = True
+    model.config.backbone_config["apply_spec_augment"] = True
+    if getattr(backbone, "masked_spec_embed", None) is None and any(v > 0 for v in wanted.values()):
+        backbone.masked_spec_embed = torch.nn.Parameter(torch.empty(backbone.config.hidden_size).uniform_())
 
 
 def _load_tokenizer(name_or_path: str | None, trust_remote_code: bool):
@@ -183,8 +224,11 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
 
     Returns the test metrics (also written to ``<output_dir>/test_metrics.json``).
     """
+    from ser_hf.resume import resolve_resume_checkpoint
     from ser_hf.trainer import SERTrainer
 
+    # A bad --resume_from_checkpoint is reported before any data is read ("last" may find none: fresh start).
+    resume_from = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     # The same checks as `ser-hf validate`, before any model exists: every problem at once, by file and line.
     checked = check_training_data(data_args, model_args, training_args)
     if checked.dropped and training_args.process_index == 0:
@@ -231,7 +275,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     )
     # "last" = the newest complete checkpoint in output_dir (a fresh start when there is none yet);
     # a SIGTERM stops after saving a checkpoint and raises ser_hf.resume.TrainingPreempted.
-    train_output = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_output = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         write_json_atomic(os.path.join(training_args.output_dir, "train_metrics.json"), train_output.metrics)
@@ -242,7 +286,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
         if trainer.is_world_process_zero():
             write_json_atomic(os.path.join(training_args.output_dir, "test_metrics.json"), results)
     if trainer.is_world_process_zero():
-        trainer.create_model_card(dataset_tags=[data_args.corpus], dataset=data_args.corpus)
+        trainer.create_model_card(dataset_tags=[data_args.source_name], dataset=data_args.source_name)
     return results
 
 
@@ -253,9 +297,13 @@ def predict_split(
     split: str = "test",
     batch_size: int = 16,
     max_seconds: float | None = None,
+    perturbation=None,
     dataset: datasets.Dataset | None = None,
 ):
     """Predictions of a saved checkpoint for *every* row of a split (or of ``dataset``), in row order.
+
+    ``perturbation`` (`ser_hf.data.augment.Perturbation`, speech models only) degrades every
+    utterance the same way each time (the robustness report).
 
     Rows without targets are predicted too (an unlabelled challenge test set needs a submission);
     the report leaves them out of the metrics. Runs through `Trainer.predict`, so under
@@ -282,6 +330,10 @@ def predict_split(
     collator = dataclasses.replace(collator, targets=SERTargets())  # inputs only: nothing to compute a loss on
     if isinstance(collator, SpeechCollator):
         collator.window_long_inputs = True  # an utterance longer than the window is scored whole, windowed
+    if perturbation is not None:
+        if not isinstance(collator, SpeechCollator):
+            raise ValueError("perturbations degrade audio; this is a text model")
+        collator = dataclasses.replace(collator, perturbation=perturbation)
     with tempfile.TemporaryDirectory(prefix="ser-hf-predict-") as scratch:
         args = SERTrainingArguments(output_dir=scratch, per_device_eval_batch_size=batch_size, report_to=[])
         trainer = SERTrainer(model=model, args=args, data_collator=collator, processing_class=processor)
@@ -317,8 +369,8 @@ def evaluate_checkpoint(
     config, dataset, predictions, runtime, is_main = predict_split(
         model_dir, data_args, split=split, batch_size=batch_size, max_seconds=max_seconds
     )
-    extra = {"model": model_dir, "corpus": data_args.corpus, "split": split, **runtime}
-    title = f"{data_args.corpus} {split}"
+    extra = {"model": model_dir, "corpus": data_args.source_name, "split": split, **runtime}
+    title = f"{data_args.source_name} {split}"
     if output_dir and is_main and report:
         return write_evaluation_report(
             output_dir, predictions, dataset, config, title=title, extra_metrics=extra, n_resamples=bootstrap_resamples

@@ -16,6 +16,8 @@ import signal
 
 from transformers import TrainerCallback
 
+from ser_hf.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 # EX_TEMPFAIL (sysexits.h): "temporary failure, the user is invited to retry" — the run stopped on
@@ -80,7 +82,7 @@ def resolve_resume_checkpoint(value, output_dir: str) -> str | None:
     """``--resume_from_checkpoint`` as a folder: PATH as given, ``last``/``true`` the newest in output_dir.
 
     ``last`` with no checkpoint yet starts from scratch (logged), so one job script serves the first
-    launch and every requeue. An explicit PATH must be a complete checkpoint.
+    launch and every requeue. An explicit PATH must be a complete checkpoint (else `ConfigError`).
     """
     if value is None or value is False:
         return None
@@ -95,9 +97,9 @@ def resolve_resume_checkpoint(value, output_dir: str) -> str | None:
             logger.info("resuming from %s", found)
         return found
     if not os.path.isdir(text):
-        raise ValueError(f"resume_from_checkpoint: {text} is not a folder (give a checkpoint-N folder, or 'last')")
+        raise ConfigError(f"resume_from_checkpoint: {text} is not a folder (give a checkpoint-N folder, or 'last')")
     if not is_complete_checkpoint(text):
-        raise ValueError(
+        raise ConfigError(
             f"resume_from_checkpoint: {text} is not a complete checkpoint (no trainer_state.json, weights or "
             "per-process RNG state; it was probably interrupted while being saved). Use an earlier one or 'last'."
         )

@@ -42,8 +42,11 @@ class EmotionDemo:
         from ser_hf.inference import plot_timeline, predict
 
         if not audio_path:
-            raise ValueError("no audio: upload a file or record one")
-        results = predict(self.model, [audio_path], processor=self.processor, progress=False)
+            import gradio as gr
+
+            raise gr.Error("No audio: upload a file or record one.")
+        # One file per request, in the server's thread: no decoding worker processes forked from it.
+        results = predict(self.model, [audio_path], processor=self.processor, progress=False, num_workers=0)
         (row,) = results.files
         label = row.get("label", "")
         probabilities = row.get("probabilities", {})

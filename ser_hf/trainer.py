@@ -24,31 +24,44 @@ logger = logging.getLogger(__name__)
 STAGING_FOLDER = ".tmp-final-model"
 
 
-def compute_ser_metrics(config, eval_prediction: EvalPrediction) -> dict[str, float]:
+def compute_ser_metrics(config, eval_prediction: EvalPrediction, label_names: list[str] | None = None) -> dict[str, float]:
     """Metrics over the *whole* evaluation set (the Trainer gathers every batch first).
 
     Categorical: macro-F1 (the IS2025 task-1 primary), micro-F1, accuracy, UAR. Attributes: CCC per
-    attribute on the corpus scale and their mean (task 2).
+    attribute on the corpus scale and their mean (task 2). With annotator distributions among the
+    references (``soft_labels``): ``soft_ce`` / ``soft_kl`` of the predicted probabilities to them, beside
+    the hard-label metrics (which score the majority label).
     """
-    from ser_hf.metrics.functional import ccc_per_attribute, classification_metrics
+    from ser_hf.metrics import compute_metric  # the local evaluate modules
 
     predictions = _as_tuple(eval_prediction.predictions)
     references = _as_tuple(eval_prediction.label_ids)
     names = _output_names(config)
     predictions = dict(zip(names, predictions))
-    references = dict(zip(_label_names(config), references))
+    references = dict(zip(label_names or _label_names(config), references))
     metrics: dict[str, float] = {}
     if config.has_categorical:
         labels = np.asarray(references["labels"])
         keep = labels != IGNORE_INDEX
         predicted = np.asarray(predictions["logits"]).argmax(-1)
         metrics.update(
-            classification_metrics(predicted[keep], labels[keep], labels=list(range(config.num_classes)))
+            compute_metric(
+                "ser_classification", predictions=predicted[keep], references=labels[keep],
+                labels=list(range(config.num_classes)),
+            )
         )
+        if "label_distribution" in references:
+            from scipy.special import softmax
+
+            from ser_hf.data.soft_labels import soft_label_metrics
+
+            probabilities = softmax(np.asarray(predictions["logits"], dtype=np.float64), axis=-1)
+            metrics.update(soft_label_metrics(probabilities, np.asarray(references["label_distribution"])))
     if config.has_attributes:
         metrics.update(
-            ccc_per_attribute(
-                np.asarray(predictions["attributes"]), np.asarray(references["attribute_labels"]), config.attributes
+            compute_metric(
+                "ser_ccc", predictions=np.asarray(predictions["attributes"]),
+                references=np.asarray(references["attribute_labels"]), attribute_names=list(config.attributes),
             )
         )
     return metrics
@@ -117,13 +130,20 @@ class SERTrainer(Trainer):
         model = prepare_model_for_training(model, args)  # policy / LoRA before the optimizer sees any parameter
         _checkpointing_with_layerdrop(model, args)
         config = model.config
+        soft_eval = bool(args.soft_labels and config.has_categorical)
         if args.label_names is None:
-            args.label_names = _label_names(config)
+            args.label_names = _label_names(config) + (["label_distribution"] if soft_eval else [])
+        if soft_eval and hasattr(kwargs.get("data_collator"), "targets"):
+            import dataclasses
+
+            collator = kwargs["data_collator"]
+            kwargs["data_collator"] = dataclasses.replace(collator, targets=dataclasses.replace(collator.targets, soft="annotators"))
         if args.metric_for_best_model is None and (args.load_best_model_at_end or kwargs.get("eval_dataset") is not None):
             args.metric_for_best_model = default_metric_for_best_model(config)
             args.greater_is_better = True
         if kwargs.get("compute_metrics") is None:
-            kwargs["compute_metrics"] = lambda prediction: compute_ser_metrics(config, prediction)
+            names = list(args.label_names)
+            kwargs["compute_metrics"] = lambda prediction: compute_ser_metrics(config, prediction, names)
         super().__init__(model, args, *pargs, **kwargs)
         # Our losses are per-batch means; let the Trainer divide them by the accumulation steps.
         self.model_accepts_loss_kwargs = False
@@ -226,13 +246,32 @@ class SERTrainer(Trainer):
             )
         if config.has_attributes:
             attribute = build_loss(args.attribute_loss, attribute_weights=args.attribute_loss_weights)
+        self.soft_categorical_loss = None
+        if config.has_categorical and args.uses_soft_targets:
+            from ser_hf.losses import build_soft_target_loss
+
+            uses_weights = args.class_weighting != "none" or args.loss == "weighted_ce"
+            self.soft_categorical_loss = build_soft_target_loss(
+                args.loss,
+                class_counts=self.class_counts if uses_weights else None,
+                class_weighting=args.class_weighting,
+                focal_gamma=args.focal_gamma,
+            )
         return categorical, attribute
 
     def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
         labels = inputs.pop("labels", None)
         attribute_labels = inputs.pop("attribute_labels", None)
-        outputs = model(**inputs)
-        loss = self._loss(model, outputs, labels, attribute_labels)
+        distributions = inputs.pop("label_distribution", None)
+        mix_index, mix_lambda = inputs.pop("mix_index", None), inputs.pop("mix_lambda", None)
+        if mix_index is not None:
+            from ser_hf.modeling.mixup import manifold_mixup
+
+            with manifold_mixup(self.accelerator.unwrap_model(model), mix_index, mix_lambda):
+                outputs = model(**inputs)
+        else:
+            outputs = model(**inputs)
+        loss = self._loss(model, outputs, labels, attribute_labels, distributions)
         if return_outputs:
             kept = {"loss": loss}
             if outputs.logits is not None:
@@ -242,11 +281,13 @@ class SERTrainer(Trainer):
             return loss, kept
         return loss
 
-    def _loss(self, model, outputs, labels, attribute_labels) -> torch.Tensor:
+    def _loss(self, model, outputs, labels, attribute_labels, distributions=None) -> torch.Tensor:
         loss = None
         # Losses in float32 whatever the autocast dtype (CCC's batch statistics need it); no host-device sync.
         with torch.autocast(device_type=self.accelerator.device.type, enabled=False):
-            if self.categorical_loss is not None and labels is not None:
+            if distributions is not None and getattr(self, "soft_categorical_loss", None) is not None:
+                loss = self.args.categorical_loss_weight * self.soft_categorical_loss(outputs.logits, distributions)
+            elif self.categorical_loss is not None and labels is not None:
                 loss = self.args.categorical_loss_weight * self.categorical_loss(outputs.logits, labels)
             if self.attribute_loss is not None and attribute_labels is not None:
                 target = self.accelerator.unwrap_model(model).normalize_attributes(attribute_labels)
@@ -295,7 +336,7 @@ class SERTrainer(Trainer):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
         inputs = self._prepare_inputs(inputs)
         rows, weights = inputs.pop("window_rows"), inputs.pop("window_weights")
-        targets = {name: inputs.pop(name) for name in ("labels", "attribute_labels") if name in inputs}
+        targets = {name: inputs.pop(name) for name in ("labels", "attribute_labels", "label_distribution") if name in inputs}
         num_rows = int(rows.max().item()) + 1
         self._windowed_rows = getattr(self, "_windowed_rows", 0) + int((torch.bincount(rows, minlength=num_rows) > 1).sum())
         self._evaluated_rows = getattr(self, "_evaluated_rows", 0) + num_rows
@@ -323,7 +364,9 @@ class SERTrainer(Trainer):
             )
             has_labels = bool(targets) and all(targets.get(name) is not None for name in self.label_names)
             loss = (
-                self._loss(model, outputs, targets.get("labels"), targets.get("attribute_labels")).detach()
+                self._loss(
+                    model, outputs, targets.get("labels"), targets.get("attribute_labels"), targets.get("label_distribution")
+                ).detach()
                 if has_labels else None
             )
         if prediction_loss_only:
@@ -409,7 +452,7 @@ class SERTrainer(Trainer):
         # of them (ser_hf.data.randomness): resumed runs and skipped batches need no replay.
         sampler = EpochTaggedBatchSampler(self.build_train_batch_sampler())
         self._train_batch_sampler = sampler
-        collator = self.data_collator.train_mode(seed=self.args.seed) if hasattr(self.data_collator, "train_mode") else self.data_collator
+        collator = self._training_collator()
         loader = DataLoader(
             EpochIndexedDataset(self.train_dataset),
             batch_sampler=sampler,
@@ -438,6 +481,31 @@ class SERTrainer(Trainer):
             return super()._get_eval_sampler(eval_dataset)
         return LengthSortedSampler(np.argsort(-np.asarray(lengths), kind="stable"))
 
+    def _training_collator(self):
+        """The training variant of the collator: random crops, augmentation, mixing and soft targets."""
+        import dataclasses
+
+        args = self.args
+        collator = self.data_collator.train_mode(seed=args.seed) if hasattr(self.data_collator, "train_mode") else self.data_collator
+        if not dataclasses.is_dataclass(collator) or not hasattr(collator, "targets"):
+            if args.augment or args.mixing or args.soft_labels:
+                raise ValueError("augment / mixing / soft_labels need a ser-hf collator (SpeechCollator or TextCollator)")
+            return collator
+        from ser_hf.data.augment import Augmenter
+        from ser_hf.data.mixing import Mixer
+
+        changes = {}
+        if args.uses_soft_targets and collator.targets.labels:
+            changes["targets"] = dataclasses.replace(collator.targets, soft="annotators" if args.soft_labels else "onehot")
+        mixer = Mixer.from_config(args.mixing, seed=args.seed)
+        if mixer is not None:
+            changes["mixer"] = mixer
+        if args.augment:
+            if not hasattr(collator, "augmenter"):
+                raise ValueError("augment applies to speech models (audio); this collator has no audio")
+            changes["augmenter"] = Augmenter.from_config(args.augment, sampling_rate=collator.sampling_rate, seed=args.seed)
+        return dataclasses.replace(collator, **changes) if changes else collator
+
     # ------------------------------------------------------------------ hub
     def create_model_card(self, **kwargs) -> None:
         """The ser-hf card (labels/attributes, strategies, results; see `ser_hf.hub`), which
@@ -445,6 +513,8 @@ class SERTrainer(Trainer):
         if self.is_world_process_zero():
             from ser_hf.hub import write_trainer_model_card
 
+            if kwargs.get("license") is None:
+                kwargs["license"] = self.args.hub_license
             write_trainer_model_card(self, **kwargs)
 
     # ------------------------------------------------------------------ optimizer

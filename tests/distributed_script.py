@@ -55,7 +55,8 @@ def main():
     args = SERTrainingArguments(output_dir=a.out, per_device_train_batch_size=2, per_device_eval_batch_size=5,
                                 num_train_epochs=a.epochs, sampler=a.sampler, save_strategy="no", report_to=[],
                                 disable_tqdm=True, seed=0, dataloader_num_workers=0)
-    collator = RecordingCollator(extractor, SERTargets.for_config(config), max_seconds=1.0)
+    # window_long_inputs: evaluation scores clips over 1 s whole, as `ser-hf train`/`evaluate` do
+    collator = RecordingCollator(extractor, SERTargets.for_config(config), max_seconds=1.0, window_long_inputs=True)
     collator.record_to = os.path.join(a.out, f"seen_rank{args.process_index}.txt")
     os.makedirs(a.out, exist_ok=True)
     trainer = SERTrainer(model=model, args=args, train_dataset=corpus["train"], eval_dataset=corpus["test"],

@@ -140,6 +140,15 @@ def test_resume_last_without_checkpoints_starts_fresh_and_bad_path_is_an_error(t
         resolve_resume_checkpoint(str(half), str(tmp_path))
 
 
+def test_train_with_a_bad_checkpoint_path_exits_2_before_reading_data(tmp_path, capsys):
+    from ser_hf.cli import main as cli
+
+    config = _config(tmp_path / "config.yaml", str(tmp_path / "no_manifest.csv"), tmp_path / "run")
+    assert cli(["train", "--config", config, "--resume_from_checkpoint", str(tmp_path / "run" / "checkpoint-9")]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint-9 is not a folder" in err and "Traceback" not in err and "no_manifest" not in err
+
+
 def test_two_processes_kill_9_then_sigterm_then_resume_gives_identical_weights(tiny_manifest, tmp_path):
     """Two CPU processes (gloo), 2 rows each per step: kill -9 both after checkpoint-3, resume `last`
     until SIGTERM reaches rank 1 only at step 7 (both ranks stop and save at that step), resume `last`."""

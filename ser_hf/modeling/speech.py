@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from transformers import AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
 
-from ser_hf.configuration import SERSpeechConfig
-from ser_hf.modeling.base import SERBackboneModel, SEROutput
+from .configuration import SERSpeechConfig
+from .base import SERBackboneModel, SEROutput
 
 WHISPER_HOP = 160  # samples per mel frame at 16 kHz
 
