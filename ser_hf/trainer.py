@@ -399,9 +399,14 @@ class SERTrainer(Trainer):
         elif "audio" in columns:
             from ser_hf.data.durations import read_durations
 
+            import datasets
+
+            if isinstance(dataset.features.get("audio"), datasets.Audio):  # never decode a whole column to measure it
+                dataset = dataset.select_columns(["audio"]).cast_column("audio", datasets.Audio(decode=False))
             paths = [value.get("path") if isinstance(value, dict) else value for value in column_values(dataset, "audio")]
-            if not all(isinstance(p, str) for p in paths):
-                return None  # decoded arrays (e.g. a Hub dataset with Audio()): nothing to read durations from
+            if not all(isinstance(p, str) and os.path.isfile(p) for p in paths):
+                logger.info("length grouping: the audio column holds no file paths (e.g. embedded bytes); batches as drawn")
+                return None
             # One process per node reads (and caches) the durations; the others wait and load its table.
             with self.args.main_process_first(local=True, desc="reading audio durations"):
                 seconds = read_durations(

@@ -125,3 +125,15 @@ def test_trainer_trains_with_a_seconds_budget(tiny_corpus, tmp_path):
     assert all(max(lengths[b]) * len(b) <= 3.0 for b in sampler.epoch_batches(0))
     assert trainer.train().global_step == 2
     assert torch.isfinite(torch.tensor(trainer.state.log_history[-1]["train_loss"]))
+
+
+def test_lengths_of_an_audio_feature_column_come_from_headers_not_decoding(tiny_corpus, tmp_path):
+    import datasets
+    from test_trainer import make_trainer
+
+    trainer = make_trainer(tiny_corpus, tmp_path)
+    dev = tiny_corpus["dev"]
+    expected = [sf.info(p).duration for p in dev["audio"][:]]
+    hub_style = dev.cast_column("audio", datasets.Audio(sampling_rate=16000))
+    np.testing.assert_allclose(trainer.dataset_lengths(hub_style), expected)
+    np.testing.assert_allclose(trainer.dataset_lengths(dev, cap_seconds=0.5), np.minimum(expected, 0.5))
