@@ -78,13 +78,15 @@ def drop_unusable_rows(dataset: datasets.Dataset, task: str) -> datasets.Dataset
 
     They are removed on purpose and counted in the log; multi-task keeps rows with either target.
     """
+    from ser_hf.data.schema import column_values
+
     if task == "categorical":
-        keep = [label is not None for label in dataset["label"]]
+        keep = [label is not None for label in column_values(dataset, "label")]
     elif task == "attributes":
-        columns = [dataset[name] for name in ("arousal", "valence", "dominance")]
+        columns = [column_values(dataset, name) for name in ("arousal", "valence", "dominance")]
         keep = [any(v is not None for v in values) for values in zip(*columns)]
     else:
-        columns = [dataset[name] for name in ("label", "arousal", "valence", "dominance")]
+        columns = [column_values(dataset, name) for name in ("label", "arousal", "valence", "dominance")]
         keep = [any(v is not None for v in values) for values in zip(*columns)]
     dropped = len(keep) - sum(keep)
     if dropped:
