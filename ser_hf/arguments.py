@@ -155,3 +155,14 @@ class ModelArguments:
     freeze_feature_encoder: bool = field(default=True, metadata={"help": "Keep the CNN feature encoder frozen."})
     max_text_length: int = field(default=128, metadata={"help": "Tokens per transcript for text models."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub (off by default)."})
+    mask_time_prob: float | None = field(
+        default=None,
+        metadata={
+            "help": "wav2vec2/WavLM/HuBERT SpecAugment during training: probability of a frame starting a masked "
+            "time span (default: the encoder's own, 0.05 for most). Log-mel (Whisper-style) encoders: use augment.specaugment."
+        },
+    )
+    mask_feature_prob: float | None = field(
+        default=None,
+        metadata={"help": "wav2vec2/WavLM/HuBERT SpecAugment: probability of masking a feature-channel span (default: the encoder's)."},
+    )

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "ablate": "Run a grid of training strategies over seeds and tabulate the results.",
     "cv": "Cross-validate: every fold of a protocol (leave-one-speaker/session-out, K folds) as its own run; pooled results.",
     "crosscorpus": "Train on corpus A, test on corpus B for every pair on a shared class set; matrix + heatmap.",
+    "ensemble": "Combine several checkpoints (mean, majority vote or stacking) and evaluate them as one model.",
     "demo": "Run the whole pipeline on the embedded synthetic corpus with tiny models.",
     "recipes": "Copy the shipped recipe configs (recipes/) out of the installed package.",
 }

@@ -78,13 +78,15 @@ def drop_unusable_rows(dataset: datasets.Dataset, task: str) -> datasets.Dataset
 
     They are removed on purpose and counted in the log; multi-task keeps rows with either target.
     """
+    from ser_hf.data.schema import column_values
+
     if task == "categorical":
-        keep = [label is not None for label in dataset["label"]]
+        keep = [label is not None for label in column_values(dataset, "label")]
     elif task == "attributes":
-        columns = [dataset[name] for name in ("arousal", "valence", "dominance")]
+        columns = [column_values(dataset, name) for name in ("arousal", "valence", "dominance")]
         keep = [any(v is not None for v in values) for values in zip(*columns)]
     else:
-        columns = [dataset[name] for name in ("label", "arousal", "valence", "dominance")]
+        columns = [column_values(dataset, name) for name in ("label", "arousal", "valence", "dominance")]
         keep = [any(v is not None for v in values) for values in zip(*columns)]
     dropped = len(keep) - sum(keep)
     if dropped:
@@ -136,10 +138,37 @@ def build_model(model_args: ModelArguments, *, labels, label_names, attribute_ra
     else:
         raise ConfigError("set one of backbone (pretrained encoder), backbone_config (random init) or model_name_or_path")
     if speech:
+        apply_spec_augment_settings(model, model_args)
         processor = build_feature_extractor(model.config, pretrained_path)
     else:
         processor = _load_tokenizer(model_args.tokenizer or model_args.backbone, model_args.trust_remote_code)
     return model, processor
+
+
+def apply_spec_augment_settings(model, model_args: ModelArguments) -> None:
+    """Set the wav2vec2-family encoder's own SpecAugment (``mask_time_prob`` / ``mask_feature_prob``)."""
+    import torch
+
+    wanted = {k: getattr(model_args, k, None) for k in ("mask_time_prob", "mask_feature_prob")}
+    wanted = {k: float(v) for k, v in wanted.items() if v is not None}
+    if not wanted:
+        return
+    for key, value in wanted.items():
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{key} must be in [0, 1), got {value}")
+    backbone = model.backbone
+    if getattr(model.config, "is_whisper", False) or not hasattr(backbone.config, "mask_time_prob"):
+        raise ValueError(
+            f"{', '.join(wanted)} apply to wav2vec2/WavLM/HuBERT encoders; this encoder "
+            f"({backbone.config.model_type}) has no such masking: use augment.specaugment for log-mel encoders"
+        )
+    for key, value in wanted.items():
+        setattr(backbone.config, key, value)
+        model.config.backbone_config[key] = value
+    backbone.config.apply_spec_augment = True
+    model.config.backbone_config["apply_spec_augment"] = True
+    if getattr(backbone, "masked_spec_embed", None) is None and any(v > 0 for v in wanted.values()):
+        backbone.masked_spec_embed = torch.nn.Parameter(torch.empty(backbone.config.hidden_size).uniform_())
 
 
 def _load_tokenizer(name_or_path: str | None, trust_remote_code: bool):
@@ -268,9 +297,13 @@ def predict_split(
     split: str = "test",
     batch_size: int = 16,
     max_seconds: float | None = None,
+    perturbation=None,
     dataset: datasets.Dataset | None = None,
 ):
     """Predictions of a saved checkpoint for *every* row of a split (or of ``dataset``), in row order.
+
+    ``perturbation`` (`ser_hf.data.augment.Perturbation`, speech models only) degrades every
+    utterance the same way each time (the robustness report).
 
     Rows without targets are predicted too (an unlabelled challenge test set needs a submission);
     the report leaves them out of the metrics. Runs through `Trainer.predict`, so under
@@ -297,6 +330,10 @@ def predict_split(
     collator = dataclasses.replace(collator, targets=SERTargets())  # inputs only: nothing to compute a loss on
     if isinstance(collator, SpeechCollator):
         collator.window_long_inputs = True  # an utterance longer than the window is scored whole, windowed
+    if perturbation is not None:
+        if not isinstance(collator, SpeechCollator):
+            raise ValueError("perturbations degrade audio; this is a text model")
+        collator = dataclasses.replace(collator, perturbation=perturbation)
     with tempfile.TemporaryDirectory(prefix="ser-hf-predict-") as scratch:
         args = SERTrainingArguments(output_dir=scratch, per_device_eval_batch_size=batch_size, report_to=[])
         trainer = SERTrainer(model=model, args=args, data_collator=collator, processing_class=processor)

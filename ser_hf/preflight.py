@@ -104,6 +104,8 @@ def load_run_corpus(
         extra["required_columns"] = tuple(required_columns)
     if "keep_invalid_rows" in parameters:
         extra["keep_invalid_rows"] = keep_invalid_rows
+    if "labels" in parameters and data_args.labels and "labels" not in options:
+        extra["labels"] = list(data_args.labels)  # aligns a manifest's label_distribution / label_votes
     try:
         corpus = spec.loader(data_args.data_path, **options, **extra)
     except SERUserError:
@@ -282,7 +284,7 @@ def check_run_data(
         corpus,
         labels=labels if task != "attributes" else None,
         attribute_range=attribute_range,
-        require_attributes=task == "attributes",
+        require_attributes=task == "attributes" and training,  # evaluation predicts unlabelled rows too
         require_transcript=modality == "text" and data_args.text_column == "transcript",
         sampling_rate=sampling_rate if modality == "speech" else None,
         max_seconds=max_seconds if modality == "speech" else None,

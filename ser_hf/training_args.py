@@ -1,6 +1,7 @@
 """`SERTrainingArguments`: the paper's training strategies as documented `TrainingArguments` fields."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from enum import Enum
@@ -94,8 +95,28 @@ class SERTrainingArguments(TrainingArguments):
         },
     )
     group_by_length: bool = field(
-        default=False,
-        metadata={"help": "Batch utterances of similar duration together (within shuffled mega-batches) to cut padding."},
+        default=True,
+        metadata={
+            "help": "Batch utterances of similar duration together (within shuffled mega-batches of the sampler's "
+            "draw, so class balance is kept) and sort evaluation batches by length: almost no padding. Durations "
+            "come from the cached header reads of ser_hf.data.durations (text: transcript length). Data without "
+            "lengths (cached feature vectors) is batched as drawn."
+        },
+    )
+    max_batch_seconds: float | None = field(
+        default=None,
+        metadata={
+            "help": "Fill each training batch up to this many seconds of padded audio (longest crop x count) instead "
+            "of per_device_train_batch_size utterances: big batches of short clips, small batches of long ones. "
+            "Works with every sampler (class balance kept), distributed and resumable; needs audio durations."
+        },
+    )
+    durations_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "Parquet file caching audio durations keyed by path, size and mtime (default: "
+            ".ser_hf_durations.parquet in the audio's common folder, or ~/.cache/ser_hf/durations if not writable)."
+        },
     )
     attribute_loss_weights: list[float] | None = field(
         default=None, metadata={"help": "Weights of arousal, valence, dominance in the attribute loss (default equal)."}
@@ -147,6 +168,33 @@ class SERTrainingArguments(TrainingArguments):
             "attention projections, except WavLM (feed-forward; see ser_hf.finetuning.DEFAULT_LORA_TARGETS)."
         },
     )
+    # Strategies beyond the paper (issue 13): soft labels, augmentation, mixing.
+    soft_labels: bool = field(
+        default=False,
+        metadata={
+            "help": "Train on the annotators' label distribution (manifest label_distribution/label_votes, MSP-Podcast "
+            "labels_detailed.csv) where a row has one: ce/weighted_ce/focal become their soft-target versions. "
+            "Metrics still score the hard (majority) label; soft_ce/soft_kl to the distribution are reported beside. "
+            "loss=soft_ce implies it."
+        },
+    )
+    augment: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Training-only audio augmentation (ser_hf.data.augment): a preset (light, waveform, specaugment, "
+            "waveform+specaugment) or a mapping, e.g. {noise: {p: 0.5, snr_db: [5, 20]}, speed: [0.9, 1.0, 1.1], "
+            "reverb: {p: 0.3}, gain: {}, band_limit: {}, pitch: {}, specaugment: {}} (JSON on the command line). "
+            "Every draw comes from (seed, epoch, example index); evaluation is never augmented."
+        },
+    )
+    mixing: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Mixup family (ser_hf.data.mixing): input, manifold or overlap, or a mapping {type, p, alpha, "
+            "level_db, label_weights: energy|equal}. Categorical targets become distributions (soft CE / focal, "
+            "class weights apply); attributes mix linearly."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator needs the manifest's audio/label columns."}
     )
@@ -160,9 +208,12 @@ class SERTrainingArguments(TrainingArguments):
             raise ValueError(f"focal_gamma must be >= 0, got {self.focal_gamma}")
         if self.attribute_loss_weights is not None and any(w < 0 for w in self.attribute_loss_weights):
             raise ValueError(f"attribute_loss_weights must be non-negative, got {self.attribute_loss_weights}")
+        if self.max_batch_seconds is not None and not self.max_batch_seconds > 0:
+            raise ValueError(f"max_batch_seconds must be positive, got {self.max_batch_seconds}")
         if self.max_audio_seconds <= 0:
             raise ValueError(f"max_audio_seconds must be positive, got {self.max_audio_seconds}")
         self._check_finetuning_fields()
+        self._check_strategy_fields()
         if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
             # `accelerate launch --multi_gpu` on a machine without GPUs starts CPU processes (gloo);
             # the Trainer only joins them into one run when told it is on CPU.
@@ -171,6 +222,31 @@ class SERTrainingArguments(TrainingArguments):
             warn_gpu_config_on_cpu()
             self.use_cpu = True
         super().__post_init__()
+
+    def _check_strategy_fields(self) -> None:
+        """Parse augment / mixing now, so a typo stops the run before any model is built."""
+        from ser_hf.data.augment import parse_augment_config
+        from ser_hf.data.mixing import parse_mixing_config
+
+        for name in ("augment", "mixing"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value.strip().startswith("{"):
+                try:
+                    setattr(self, name, json.loads(value))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{name}: not valid JSON ({exc.msg}): {value!r}") from None
+        if parse_augment_config(self.augment) is None:
+            self.augment = None
+        if parse_mixing_config(self.mixing) is None:
+            self.mixing = None
+        if self.loss == "soft_ce":
+            self.soft_labels = True
+        if (self.soft_labels or self.mixing) and self.label_smoothing_factor_ce:
+            raise ValueError("label_smoothing_factor_ce applies to hard targets; it cannot combine with soft_labels or mixing")
+
+    @property
+    def uses_soft_targets(self) -> bool:
+        return bool(self.soft_labels or parse_mixing_config_cached(self.mixing))
 
     def _check_finetuning_fields(self) -> None:
         """Reject contradictory or silently ignored fine-tuning settings before anything is built."""
@@ -193,6 +269,12 @@ class SERTrainingArguments(TrainingArguments):
                 f"LoRA needs lora_r >= 1, lora_alpha > 0 and 0 <= lora_dropout < 1; got r={self.lora_r}, "
                 f"alpha={self.lora_alpha}, dropout={self.lora_dropout}"
             )
+
+
+def parse_mixing_config_cached(value):
+    from ser_hf.data.mixing import parse_mixing_config
+
+    return parse_mixing_config(value)
 
 
 def _has_accelerator() -> bool:

@@ -6,6 +6,8 @@ Corpus layout (as released)::
     root/Labels/labels_consensus.csv   FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set
     root/Audios/MSP-PODCAST_0001_0001.wav ...
     root/Transcripts/MSP-PODCAST_0001_0001.txt ...
+    root/Labels/labels_detailed.csv    (``detailed=True``) one row per annotator:
+                                       FileName,Worker,EmoClass_Major,EmoClass_Second,EmoAct,EmoVal,EmoDom
 
 Every one of the 8 classes occurs in every labelled split (class weighting needs all of them in
 Train), O/X rows occur in Train and Development, and ``test3`` adds an unlabelled Test3 set like
@@ -41,6 +43,8 @@ WORDS = {
     "X": "i guess it could be either way",
 }
 HEADER = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set")
+DETAILED_HEADER = ("FileName", "Worker", "EmoClass_Major", "EmoClass_Second", "EmoAct", "EmoVal", "EmoDom")
+LONG_NAMES = {"A": "Angry", "S": "Sad", "H": "Happy", "U": "Surprise", "F": "Fear", "D": "Disgust", "C": "Contempt", "N": "Neutral"}
 SAMPLING_RATE = 16000
 
 
@@ -48,6 +52,7 @@ SAMPLING_RATE = 16000
 class MSPFixture:
     root: Path
     rows: list[dict] = field(default_factory=list)  # the CSV rows, as written
+    votes: dict[str, list[str]] = field(default_factory=dict)  # FileName -> annotators' EmoClass_Major codes
 
     def file_names(self, split_set: str) -> list[str]:
         return [row["FileName"] for row in self.rows if row["Split_Set"] == split_set]
@@ -70,13 +75,16 @@ def build_msp_corpus(
     test3: int = 0,
     missing_transcripts: int = 0,
     seed: int = 0,
+    detailed: bool = False,
 ) -> MSPFixture:
     """Write a tiny MSP-Podcast-like corpus under ``root``.
 
     ``per_class``: utterances per class in each labelled Split_Set (default Train 2, Development 1,
     Test1 1); ``extra``: O/X rows per Split_Set (default 2 in Train, 1 in Development);
     ``test3``: unlabelled Test3 utterances; ``missing_transcripts``: how many Development files
-    get no transcript file (to exercise ASR filling).
+    get no transcript file (to exercise ASR filling); ``detailed``: also write
+    ``labels_detailed.csv`` with 5 annotators per labelled file (3 vote the consensus class, 1 a
+    neighbouring class, 1 "Other"; X files split 2-2-1).
     """
     root = Path(root)
     per_class = per_class or {"Train": 2, "Development": 1, "Test1": 1}
@@ -123,7 +131,35 @@ def build_msp_corpus(
         writer = csv.DictWriter(handle, fieldnames=HEADER)
         writer.writeheader()
         writer.writerows(fixture.rows)
+    if detailed:
+        _write_detailed(root, fixture)
     return fixture
+
+
+def _write_detailed(root: Path, fixture: MSPFixture) -> None:
+    lines = []
+    for i, row in enumerate(fixture.rows):
+        code = row["EmoClass"]
+        if not code:
+            continue
+        other = CLASSES[(CLASSES.index(code) + 1) % len(CLASSES)] if code in CLASSES else CLASSES[i % len(CLASSES)]
+        if code in CLASSES:
+            codes = [code, code, code, other, "O"]
+        elif code == "X":
+            codes = [other, other, "N" if other != "N" else "A", "N" if other != "N" else "A", "O"]
+        else:  # O
+            codes = ["O", "O", "O", other, other]
+        fixture.votes[row["FileName"]] = codes
+        for worker, vote in enumerate(codes):
+            name = "Other-complicated" if vote == "O" else LONG_NAMES[vote]
+            lines.append(
+                dict(FileName=row["FileName"], Worker=f"WORKER{worker:05d}", EmoClass_Major=name, EmoClass_Second="",
+                     EmoAct=row["EmoAct"], EmoVal=row["EmoVal"], EmoDom=row["EmoDom"])
+            )
+    with open(root / "Labels" / "labels_detailed.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=DETAILED_HEADER)
+        writer.writeheader()
+        writer.writerows(lines)
 
 
 def build_tiny_whisper(folder: str | os.PathLike, *, seed: int = 0, max_length: int = 12) -> str:

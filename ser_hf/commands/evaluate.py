@@ -25,6 +25,14 @@ class EvaluateArguments:
     bootstrap_resamples: int = field(
         default=1000, metadata={"help": "Bootstrap resamples for the 95%% intervals (0: no intervals)."}
     )
+    perturb: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Robustness report instead of one evaluation: degradations with severities, e.g. "
+            "noise:20,10,0 reverb:0.3,0.6,1.0 band_limit:4000,2000,1000 (speed, gain too); writes robustness.csv/png "
+            "to output_dir (see ser_hf.robustness)."
+        },
+    )
 
 
 def summary(results: dict) -> dict:
@@ -45,6 +53,17 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"bootstrap_resamples must be >= 0, got {eval_args.bootstrap_resamples}")
     from ser_hf.experiment import dump_json, evaluate_checkpoint
 
+    if eval_args.perturb:
+        from ser_hf.robustness import robustness_report
+
+        if not eval_args.output_dir:
+            raise ValueError("--perturb writes robustness.csv/png: give --output_dir")
+        result = robustness_report(
+            eval_args.model, data_args, eval_args.perturb, split=eval_args.split, batch_size=eval_args.batch_size,
+            max_seconds=eval_args.max_seconds, output_dir=eval_args.output_dir,
+        )
+        print(dump_json(result["conditions"]))
+        return 0
     results = evaluate_checkpoint(
         eval_args.model,
         data_args,

@@ -28,8 +28,14 @@ class SERTargets:
 
     labels: list[str] | None = None
     attributes: tuple[str, ...] | list[str] | None = None
+    # Soft targets (``label_distribution``, B x K) beside the hard ``labels``: "none"; "onehot" (the
+    # hard label as a distribution, for mixing); "annotators" (a row's own ``label_distribution`` where
+    # it has one, else one-hot). Unlabelled rows get an all-zero row (ignored by the soft losses).
+    soft: str = "none"
 
     def __post_init__(self):
+        if self.soft not in ("none", "onehot", "annotators"):
+            raise ValueError(f"soft must be none, onehot or annotators, got {self.soft!r}")
         self._index = {code: i for i, code in enumerate(self.labels or [])}
 
     def label_id(self, row: dict) -> int:
@@ -51,9 +57,31 @@ class SERTargets:
         out: dict[str, torch.Tensor] = {}
         if self.labels:
             out["labels"] = torch.tensor([self.label_id(row) for row in rows], dtype=torch.long)
+            if self.soft != "none":
+                out["label_distribution"] = self.distributions(rows, out["labels"])
         if self.attributes:
             values = [[_as_float(row.get(name)) for name in self.attributes] for row in rows]
             out["attribute_labels"] = torch.tensor(values, dtype=torch.float32)
+        return out
+
+    def distributions(self, rows: list[dict], label_ids: torch.Tensor) -> torch.Tensor:
+        k = len(self.labels)
+        out = torch.zeros(len(rows), k, dtype=torch.float32)
+        for i, (row, label) in enumerate(zip(rows, label_ids.tolist())):
+            given = row.get("label_distribution") if self.soft == "annotators" else None
+            if given is not None:
+                if len(given) != k:
+                    raise ValueError(
+                        f"row {row.get('id')!r} ({row.get('audio')}): label_distribution has {len(given)} entries but the "
+                        f"model has {k} labels {self.labels}"
+                    )
+                values = torch.tensor([float(v) for v in given], dtype=torch.float32)
+                total = float(values.sum())
+                if not total > 0 or bool((values < 0).any()):
+                    raise ValueError(f"row {row.get('id')!r}: label_distribution {list(given)} is not a distribution")
+                out[i] = values / total
+            elif label != IGNORE_INDEX:
+                out[i, label] = 1.0
         return out
 
     @classmethod
@@ -87,6 +115,9 @@ class SpeechCollator:
     random_crop: bool = False
     seed: int = 0
     train_max_seconds: float | None = None  # training crop when different from the eval one
+    augmenter: Any = None  # ser_hf.data.augment.Augmenter: training rows only (rows with epoch/index keys)
+    mixer: Any = None  # ser_hf.data.mixing.Mixer: input / overlap / manifold mixup of training batches
+    perturbation: Any = None  # ser_hf.data.augment.Perturbation: a fixed degradation (robustness report)
     # Evaluation of utterances longer than ``max_seconds``: score the whole utterance as windows of
     # ``max_seconds`` (hop ``window_hop`` of a window, as ``predict`` does) and let `SERTrainer`
     # average them, instead of scoring only the first window. Off for feature extraction.
@@ -119,8 +150,34 @@ class SpeechCollator:
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         if self.window_long_inputs and not self.random_crop and self.max_seconds:
             return self._windowed(rows)
-        batch = self._features([self.load(row) for row in rows])
-        batch.update(self.targets(rows))
+        waves = [self.load(row) for row in rows]
+        if self.perturbation is not None:
+            waves = [self.perturbation(wave, row, self.sampling_rate) for wave, row in zip(waves, rows)]
+        if self.augmenter is not None and self.augmenter.has_waveform:
+            waves = [self.augmenter.waveform(wave, row) for wave, row in zip(waves, rows)]
+        targets = self.targets(rows)
+        if self.mixer is not None:
+            has_label = None
+            if "label_distribution" in targets:
+                has_label = (targets["label_distribution"].sum(1) > 0).numpy()
+            elif "labels" in targets:
+                raise ValueError("mixing needs soft targets (SERTargets(soft='onehot')); SERTrainer sets them")
+            plan = self.mixer.plan(rows, waves, has_label)
+            if plan is not None:
+                waves = self.mixer.mix_waves(waves, plan)
+                self.mixer.mix_targets(targets, plan)
+                targets.update(self.mixer.model_inputs(plan))
+        batch = self._features(waves)
+        if self.augmenter is not None and self.augmenter.has_spectral:
+            if "input_features" not in batch:
+                raise ValueError(
+                    "augment.specaugment masks log-mel features; this encoder reads raw audio. Use the model's "
+                    "mask_time_prob / mask_feature_prob (wav2vec2, WavLM, HuBERT) instead"
+                )
+            hop = getattr(self.feature_extractor, "hop_length", 160)
+            frames = [-(-len(w) // hop) for w in waves]
+            batch["input_features"] = self.augmenter.spectral(batch["input_features"], rows, frames)
+        batch.update(targets)
         return batch
 
     def _features(self, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
@@ -142,6 +199,8 @@ class SpeechCollator:
         waves, owners, lengths = [], [], []
         for k, row in enumerate(rows):
             wave = load_audio(row["audio"], self.sampling_rate)
+            if self.perturbation is not None:
+                wave = self.perturbation(wave, row, self.sampling_rate)
             for start, end in window_bounds(len(wave), window, hop):
                 waves.append(wave[start:end])
                 owners.append(k)
@@ -166,6 +225,7 @@ class TextCollator:
     targets: SERTargets
     max_length: int = 128
     text_column: str = "transcript"
+    mixer: Any = None  # manifold mixup only (text has no input to mix)
 
     def train_mode(self, seed: int | None = None) -> "TextCollator":
         return self
@@ -180,7 +240,16 @@ class TextCollator:
         batch = dict(
             self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         )
-        batch.update(self.targets(rows))
+        targets = self.targets(rows)
+        if self.mixer is not None:
+            if self.mixer.kind != "manifold":
+                raise ValueError(f"mixing type {self.mixer.kind!r} mixes audio; text models support type manifold only")
+            has_label = (targets["label_distribution"].sum(1) > 0).numpy() if "label_distribution" in targets else None
+            plan = self.mixer.plan(rows, None, has_label)
+            if plan is not None:
+                self.mixer.mix_targets(targets, plan)
+                targets.update(self.mixer.model_inputs(plan))
+        batch.update(targets)
         return batch
 
 

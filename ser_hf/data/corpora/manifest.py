@@ -14,6 +14,11 @@ Every row remembers where it came from (``source``: "file, line N"). Bad lines a
 raised one by one: by default `load_manifest` raises them together; with ``keep_invalid_rows`` it
 keeps them, with their reasons in the ``invalid`` column, so validation reports them alongside the
 row problems it finds itself (and ``--on_invalid_rows drop`` drops them like any other bad row).
+
+Soft labels: a ``label_distribution`` column (list, JSON list, or JSON object class -> share) or a
+``label_votes`` column (per-class counts, same forms) gives each row its annotators' distribution,
+aligned with ``labels`` (needed for the keyed forms and to derive a missing ``label``: the majority
+class, none on a tie). See ``ser_hf.data.soft_labels``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections.abc import Iterator, Mapping
 import datasets
 
 from ser_hf.data.schema import ATTRIBUTES, COLUMNS, INVALID, INVALID_SPLIT, SOURCE, rows_to_dataset_dict
+from ser_hf.data.soft_labels import distribution_from_votes, majority_label, parse_distribution
 from ser_hf.data.splits import order_splits
 from ser_hf.data.validation import DataValidationError, format_problems
 from ser_hf.errors import ConfigError, DataError
@@ -40,6 +46,8 @@ LABEL_NAMES: dict[str, str] = {}
 ATTRIBUTE_RANGE = None
 
 _DELIMITERS = {".csv": ",", ".tsv": "\t"}
+SOFT_LABEL_COLUMNS = ("label_distribution", "label_votes")
+_KNOWN = (*COLUMNS, *SOFT_LABEL_COLUMNS)
 _JSON_LINES = (".jsonl", ".ndjson")
 _AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".sph", ".webm")
 # Words in a column name that suggest which schema column it is (for the mapping hint of an error).
@@ -215,9 +223,9 @@ def _text(value) -> str | None:
 def _check_mapping(mapping: Mapping[str, str]) -> dict[str, str]:
     if not isinstance(mapping, Mapping):
         raise ConfigError(f"column_mapping must be a mapping {{your column: schema column}}, got {mapping!r}")
-    unknown = {src: dst for src, dst in mapping.items() if dst not in COLUMNS}
+    unknown = {src: dst for src, dst in mapping.items() if dst not in _KNOWN}
     if unknown:
-        raise ConfigError(f"column_mapping targets {unknown} are not schema columns {list(COLUMNS)}")
+        raise ConfigError(f"column_mapping targets {unknown} are not schema columns {list(_KNOWN)}")
     targets = list(mapping.values())
     repeated = sorted({t for t in targets if targets.count(t) > 1})
     if repeated:
@@ -229,7 +237,7 @@ def _sources(keys, mapping: dict[str, str]) -> dict[str, str]:
     """Schema column -> the manifest column that feeds it; error if two columns feed one."""
     sources: dict[str, str] = {}
     for key in keys:
-        target = mapping.get(key, key if key in COLUMNS else None)
+        target = mapping.get(key, key if key in _KNOWN else None)
         if target is None:
             continue
         if target in sources:
@@ -293,6 +301,7 @@ def load_manifest(
     encoding: str = "utf-8",
     required_columns=("audio",),
     keep_invalid_rows: bool = False,
+    labels=None,
 ) -> datasets.DatasetDict:
     """Read a manifest into a DatasetDict in the common schema (audio stays a path; nothing is decoded).
 
@@ -301,7 +310,8 @@ def load_manifest(
     ``audio`` in text runs...). ``keep_invalid_rows``: keep bad
     lines (``invalid`` holds their reasons; lines that could not be parsed at all go to the split
     ``INVALID_SPLIT``) instead of raising them, and add the ``source`` column ("file, line N") so
-    validation names rows by line.
+    validation names rows by line. ``labels``: the class codes the soft-label columns are aligned
+    with (see the module docstring).
     """
     path = os.fspath(path)
     mapping = _check_mapping(column_mapping or {})
@@ -326,6 +336,7 @@ def load_manifest(
                 samples[key].append(record[key])
         value = {target: record.get(source) for target, source in sources.items()}
         row, problems = _row_from_record(value, base, split, need_audio="audio" in required)
+        _add_soft_label(row, value, labels, problems)
         if problem:
             problems.insert(0, problem)
         row[SOURCE] = where
@@ -401,3 +412,30 @@ def _row_from_record(value: dict, base: str, split: str | None, need_audio: bool
     else:
         row["split"] = "train"
     return row, problems
+
+
+def _add_soft_label(row: dict, value: dict, labels, problems: list[str]) -> None:
+    """Parse ``label_distribution`` / ``label_votes`` into ``row["label_distribution"]``."""
+    given = [name for name in SOFT_LABEL_COLUMNS if _text(value.get(name)) is not None or isinstance(value.get(name), (list, dict))]
+    if not given:
+        return
+    if len(given) == 2:
+        problems.append("both label_distribution and label_votes are given; keep one")
+        return
+    labels = list(labels) if labels is not None else None
+    try:
+        if given[0] == "label_distribution":
+            distribution = parse_distribution(value["label_distribution"], labels)
+        else:
+            distribution = distribution_from_votes(value["label_votes"], labels)
+    except ValueError as exc:
+        problems.append(str(exc))
+        return
+    row["label_distribution"] = distribution
+    if row.get("label") is None:
+        if labels is None:
+            problems.append(f"{given[0]} without a label: pass labels (corpus_options) to derive the majority class")
+        else:
+            row["label"] = majority_label(distribution, labels)
+    elif labels is not None and row["label"] not in labels:
+        problems.append(f"label {row['label']!r} is not in the labels {labels} its {given[0]} is aligned with")

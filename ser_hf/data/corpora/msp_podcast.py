@@ -4,6 +4,12 @@ Expected under ``root``: ``Labels/labels_consensus.csv``, ``Audios/<FileName>`` 
 ``Transcripts/<stem>.txt``. Rows whose consensus class is O (other) or X (no agreement) keep their
 A/V/D ratings but get ``label=None`` (pass ``exclude_classes=()`` to keep them as classes).
 Gender is normalised to "M"/"F"; "Unknown" speaker or gender becomes ``None``.
+
+Soft labels: when ``Labels/labels_detailed.csv`` (one row per annotator: FileName, Worker,
+EmoClass_Major, EmoClass_Second, EmoAct, EmoVal, EmoDom) is present, every utterance's primary-emotion
+votes (EmoClass_Major, full names such as "Angry" or codes such as "A"; "Other..." counts as O) become
+``label_distribution`` over the loader's classes. Votes for an excluded class (O by default) are left
+out and the rest renormalised; an utterance with no usable vote gets ``None``.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ EXTRA_CLASSES = {"O": "other", "X": "no agreement"}
 ATTRIBUTE_RANGE = (1.0, 7.0)
 
 LABELS_FILE = os.path.join("Labels", "labels_consensus.csv")
+DETAILED_FILE = os.path.join("Labels", "labels_detailed.csv")
+DETAILED_COLUMNS = ("FileName", "EmoClass_Major")
+_LONG_NAMES = {name: code for code, name in LABEL_NAMES.items()} | {"surprised": "U", "other": "O"}
 DEFAULT_SPLITS = {"Train": "train", "Development": "dev", "Test1": "test", "Test2": "test2", "Test3": "test3"}
 COLUMNS = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set")
 _ATTRIBUTE_COLUMNS = {"arousal": "EmoAct", "valence": "EmoVal", "dominance": "EmoDom"}
@@ -56,6 +65,7 @@ def load_msp_podcast(
     splits: Mapping[str, str | None] | None = None,
     include_transcripts: bool = True,
     labels_file: str = LABELS_FILE,
+    detailed_file: str | None = DETAILED_FILE,
     encoding: str = "utf-8",
 ) -> datasets.DatasetDict:
     """Read the consensus labels into a DatasetDict; audio paths are stored, never opened.
@@ -63,6 +73,8 @@ def load_msp_podcast(
     ``splits`` maps ``Split_Set`` values to split names (default: Train->train, Development->dev,
     Test1->test, Test2->test2, Test3->test3); mapping a set to ``None`` leaves it out on purpose.
     A set missing from the mapping is an error. Test3 rows without labels get ``None`` fields.
+    ``detailed_file``: the per-annotator file turned into ``label_distribution`` when it exists
+    (``None``: do not read it).
     ``encoding``: of the labels CSV and the transcripts (a file that does not decode is an error
     naming the file and line).
     """
@@ -74,6 +86,9 @@ def load_msp_podcast(
     if include_transcripts and not transcripts:
         logger.warning("%s: no transcripts found; transcript will be None", transcript_dir)
 
+    votes = {}
+    if detailed_file is not None and os.path.isfile(os.path.join(root, detailed_file)):
+        votes = read_annotator_votes(os.path.join(root, detailed_file), class_labels(exclude_classes), encoding=encoding)
     rows, errors, unlabelled, left_out = [], [], Counter(), Counter()
     for line_no, record in iter_records(csv_path, encoding=encoding):
         if not rows and not errors and not left_out:  # first record: check the header once
@@ -124,6 +139,8 @@ def load_msp_podcast(
             gender=_GENDERS.get(gender_text.lower(), gender_text),
             split=split_names[split_set],
         )
+        if votes:
+            row["label_distribution"] = votes.get(file_name)
         rows.append(row)
     if errors:
         raise DataValidationError(format_problems(f"{csv_path}: {len(errors)} bad line{'s' if len(errors) != 1 else ''}:", errors), errors)
@@ -136,3 +153,45 @@ def load_msp_podcast(
     if left_out:
         logger.info("MSP-Podcast: left out by the split mapping: %s", dict(left_out))
     return order_splits(rows_to_dataset_dict(rows))
+
+
+def _vote_code(text: str) -> str | None:
+    """An EmoClass_Major entry as a class code ("Angry" / "A" -> "A"; "Other-xyz" -> "O"; empty -> None)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    if text in LABELS or text in EXTRA_CLASSES:
+        return text
+    key = text.lower()
+    if key.startswith("other"):
+        return "O"
+    return _LONG_NAMES.get(key)
+
+
+def read_annotator_votes(path: str, classes, encoding: str = "utf-8") -> dict[str, list[float]]:
+    """FileName -> the annotators' primary-emotion distribution over ``classes`` (from labels_detailed.csv).
+
+    Unknown class names are an error naming the line; votes for classes outside ``classes`` (e.g. O
+    when it is excluded) are dropped and the rest renormalised; files with no usable vote are left out.
+    """
+    classes = list(classes)
+    index = {code: i for i, code in enumerate(classes)}
+    counts: dict[str, list[float]] = {}
+    errors = []
+    for line_no, record in iter_records(path, encoding=encoding):
+        if not counts and not errors:
+            missing = [c for c in DETAILED_COLUMNS if c not in record]
+            if missing:
+                raise ValueError(f"{path}: missing columns {missing} (expected at least {list(DETAILED_COLUMNS)})")
+        file_name = (record["FileName"] or "").strip()
+        code = _vote_code(record["EmoClass_Major"])
+        if not file_name or (code is None and (record["EmoClass_Major"] or "").strip()):
+            problem = "empty FileName" if not file_name else f"unknown EmoClass_Major {record['EmoClass_Major']!r}"
+            errors.append(f"line {line_no}: {problem}")
+            continue
+        row = counts.setdefault(file_name, [0.0] * len(classes))
+        if code in index:
+            row[index[code]] += 1.0
+    if errors:
+        raise DataValidationError(format_problems(f"{path}: {len(errors)} bad lines:", errors), errors)
+    return {name: [c / sum(row) for c in row] for name, row in counts.items() if sum(row) > 0}
