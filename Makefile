@@ -7,7 +7,7 @@ export HF_DATASETS_OFFLINE ?= 1
 
 .PHONY: install demo test
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         results = predict(model, files, batch_size=16, device="cpu", progress=False, **kwargs)
         runs[name] = (results, time.perf_counter() - start)
     # The int8 graph: the same folder, the quantised file.
-    import ser_hf.inference as inference
+    from ser_hf import inference
     from ser_hf.export.onnx_runtime import ORTSERModel
 
     quantized = ORTSERModel(onnx_dir, quantized=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
 import subprocess
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
     from ser_hf.export import export_onnx
-    from ser_hf.inference import find_audio_files, predict
+    from ser_hf.inference import find_audio_files
     from ser_hf.io import write_json_atomic, write_text_atomic
 
     work = tempfile.mkdtemp(prefix="ser_hf_throughput_")

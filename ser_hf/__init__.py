@@ -2,7 +2,8 @@
 
 Importing the package registers the ser-hf models with the transformers Auto classes, so
 ``AutoModelForAudioClassification.from_pretrained(dir)`` and ``pipeline("audio-classification", dir)``
-load saved checkpoints. Other names are imported on first use to keep ``import ser_hf`` light.
+load saved checkpoints, and ``pipeline`` decodes files and resamples arrays without FFmpeg or
+torchaudio (``ser_hf.pipelines``). Other names are imported on first use to keep ``import ser_hf`` light.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ __version__ = "0.1.0"
 
 from ser_hf.configuration import SERSpeechConfig, SERTextConfig  # noqa: E402
 from ser_hf.modeling import SERModelForSpeech, SERModelForText, build_feature_extractor  # noqa: E402
+from ser_hf.pipelines import register as _register_pipelines  # noqa: E402
+
+_register_pipelines()  # pipeline("audio-classification") without FFmpeg/torchaudio (see ser_hf.pipelines)
 
 _LAZY = {
     "SERTrainer": "ser_hf.trainer",

@@ -84,6 +84,49 @@ class DataArguments:
             "angry, sad) or a YAML file (see ser_hf.data.label_maps). Rows of other classes are dropped and counted."
         },
     )
+    # A Hugging Face `datasets` input instead of a corpus loader (names as in transformers'
+    # run_audio_classification.py); see ser_hf.data.hf_datasets.
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "A `datasets` source instead of --corpus: a Hub id, a local dataset folder (audiofolder, parquet, "
+            "CSV, JSON), a parquet/CSV/JSON file or a save_to_disk folder. Audio is decoded without FFmpeg."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration (subset) of --dataset_name."})
+    dataset_revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub --dataset_name."})
+    dataset_data_dir: str | None = field(
+        default=None, metadata={"help": "data_dir of load_dataset (e.g. --dataset_name audiofolder --dataset_data_dir DIR)."}
+    )
+    dataset_cache_dir: str | None = field(default=None, metadata={"help": "Cache folder of load_dataset (default: HF_DATASETS_CACHE)."})
+    audio_column_name: str = field(default="audio", metadata={"help": "Audio column of --dataset_name (Audio, path or {array, sampling_rate})."})
+    label_column_name: str | None = field(
+        default="label", metadata={"help": "Class column of --dataset_name (ClassLabel integers become their names); none: no classes."}
+    )
+    text_column_name: str | None = field(default=None, metadata={"help": "Transcript column of --dataset_name."})
+    id_column_name: str | None = field(default=None, metadata={"help": "Utterance id column of --dataset_name (default: SPLIT/ROW)."})
+    speaker_column_name: str | None = field(default=None, metadata={"help": "Speaker column of --dataset_name."})
+    gender_column_name: str | None = field(default=None, metadata={"help": "Gender column of --dataset_name."})
+    attribute_column_names: dict | None = field(
+        default=None,
+        metadata={"help": 'Attribute columns of --dataset_name as JSON: \'{"arousal": "EmoAct", "valence": "EmoVal"}\'.'},
+    )
+    train_split_name: str | None = field(default=None, metadata={"help": "Alias of --train_split (run_audio_classification.py's name)."})
+    eval_split_name: str | None = field(default=None, metadata={"help": "Alias of --eval_split (e.g. validation)."})
+    test_split_name: str | None = field(default=None, metadata={"help": "Alias of --test_split."})
+
+    def __post_init__(self):
+        for alias, target in (("train_split_name", "train_split"), ("eval_split_name", "eval_split"), ("test_split_name", "test_split")):
+            if getattr(self, alias):
+                setattr(self, target, getattr(self, alias))
+        for name in ("label_column_name", "text_column_name"):
+            if isinstance(getattr(self, name), str) and getattr(self, name).lower() == "none":
+                setattr(self, name, None)
+
+    @property
+    def source_name(self) -> str:
+        """What the data is called in titles and cards: the dataset name, else the corpus."""
+        return self.dataset_name or self.corpus
 
 
 @dataclass

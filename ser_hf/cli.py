@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "crosscorpus": "Train on corpus A, test on corpus B for every pair on a shared class set; matrix + heatmap.",
     "ensemble": "Combine several checkpoints (mean, majority vote or stacking) and evaluate them as one model.",
     "demo": "Run the whole pipeline on the embedded synthetic corpus with tiny models.",
+    "recipes": "Copy the shipped recipe configs (recipes/) out of the installed package.",
 }
 
 

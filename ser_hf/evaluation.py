@@ -4,8 +4,9 @@
 writes, next to ``metrics.json``: per-class precision/recall/F1, the confusion matrix (CSV and a
 counts + row-normalised PNG), prediction-vs-truth scatters with CCC for attributes, metrics per
 gender and per speaker, 95% bootstrap intervals for macro-F1, UAR and every CCC, the challenge
-submission CSVs and a predictions CSV. All numbers come from `ser_hf.metrics.functional`, the code
-the trainer uses, so the report and the training logs never disagree.
+submission CSVs and a predictions CSV. The headline numbers come from the local ``evaluate`` modules
+the trainer uses (``ser_hf.metrics``), so the report and the training logs never disagree; bootstrap
+intervals and per-group breakdowns use ``ser_hf.metrics.functional`` (same scikit-learn calls, tested equal).
 
 Rows without a target (MSP-Podcast's O/X rows for the class task, unrated attributes, an
 unlabelled test set) are predicted and written to the predictions and submission files but left
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ser_hf.io import write_csv_atomic, write_json_atomic
+from ser_hf.metrics import compute_metric
 from ser_hf.metrics.functional import bootstrap_ci, ccc, ccc_per_attribute, classification_metrics
 
 logger = logging.getLogger(__name__)
@@ -202,7 +204,9 @@ def _categorical_numbers(predictions, references, config, notes) -> dict:
         return out
     predicted = predictions.predicted_ids[labelled]
     truth = references.label_ids[labelled]
-    metrics = classification_metrics(predicted, truth, labels=list(range(config.num_classes)), per_class=True)
+    metrics = compute_metric(  # the local evaluate module (ser_hf.metrics)
+        "ser_classification", predictions=predicted, references=truth, labels=list(range(config.num_classes)), per_class=True
+    )
     per_class = metrics.pop("per_class")
     out.update(metrics)
     names = display_names(config)
@@ -228,7 +232,12 @@ def _attribute_numbers(predictions, references, config, notes) -> dict:
         notes.append(f"no row has a rating for {missing}: their CCC is not computed")
     if rated:
         rated_names = [names[i] for i in rated]
-        out.update(ccc_per_attribute(predictions.attributes[:, rated], references.attributes[:, rated], rated_names))
+        out.update(
+            compute_metric(
+                "ser_ccc", predictions=predictions.attributes[:, rated], references=references.attributes[:, rated],
+                attribute_names=rated_names,
+            )
+        )
     return out
 
 

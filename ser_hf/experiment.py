@@ -49,8 +49,22 @@ def select_split(corpus: datasets.DatasetDict, name: str | None) -> datasets.Dat
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
-def corpus_labels(data_args: DataArguments) -> tuple[list[str] | None, dict | None, tuple[float, float] | None]:
-    """(class codes, readable names, attribute range) for the configured corpus."""
+def corpus_labels(
+    data_args: DataArguments, corpus: datasets.DatasetDict | None = None
+) -> tuple[list[str] | None, dict | None, tuple[float, float] | None]:
+    """(class codes, readable names, attribute range) for the configured corpus.
+
+    A ``--dataset_name`` input takes its classes from ``--labels``, else the label column's
+    ClassLabel names (in the dataset's order), else the sorted labels found in ``corpus``.
+    """
+    if data_args.dataset_name:
+        from ser_hf.data.hf_datasets import infer_labels
+
+        labels = list(data_args.labels) if data_args.labels else getattr(corpus, "class_labels", None)
+        if not labels and corpus is not None and data_args.label_column_name:
+            labels = infer_labels(corpus) or None
+        attribute_range = tuple(data_args.attribute_range) if data_args.attribute_range else None
+        return labels, None, attribute_range
     spec = get_corpus_spec(data_args.corpus)
     if data_args.label_map:  # cross-corpus: the shared class set replaces the corpus's own
         return shared_label_spec(data_args, spec.attribute_range)
@@ -64,13 +78,15 @@ def drop_unusable_rows(dataset: datasets.Dataset, task: str) -> datasets.Dataset
 
     They are removed on purpose and counted in the log; multi-task keeps rows with either target.
     """
+    from ser_hf.data.schema import column_values
+
     if task == "categorical":
-        keep = [label is not None for label in dataset["label"]]
+        keep = [label is not None for label in column_values(dataset, "label")]
     elif task == "attributes":
-        columns = [dataset[name] for name in ("arousal", "valence", "dominance")]
+        columns = [column_values(dataset, name) for name in ("arousal", "valence", "dominance")]
         keep = [any(v is not None for v in values) for values in zip(*columns)]
     else:
-        columns = [dataset[name] for name in ("label", "arousal", "valence", "dominance")]
+        columns = [column_values(dataset, name) for name in ("label", "arousal", "valence", "dominance")]
         keep = [any(v is not None for v in values) for values in zip(*columns)]
     dropped = len(keep) - sum(keep)
     if dropped:
@@ -270,7 +286,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
         if trainer.is_world_process_zero():
             write_json_atomic(os.path.join(training_args.output_dir, "test_metrics.json"), results)
     if trainer.is_world_process_zero():
-        trainer.create_model_card(dataset_tags=[data_args.corpus], dataset=data_args.corpus)
+        trainer.create_model_card(dataset_tags=[data_args.source_name], dataset=data_args.source_name)
     return results
 
 
@@ -353,8 +369,8 @@ def evaluate_checkpoint(
     config, dataset, predictions, runtime, is_main = predict_split(
         model_dir, data_args, split=split, batch_size=batch_size, max_seconds=max_seconds
     )
-    extra = {"model": model_dir, "corpus": data_args.corpus, "split": split, **runtime}
-    title = f"{data_args.corpus} {split}"
+    extra = {"model": model_dir, "corpus": data_args.source_name, "split": split, **runtime}
+    title = f"{data_args.source_name} {split}"
     if output_dir and is_main and report:
         return write_evaluation_report(
             output_dir, predictions, dataset, config, title=title, extra_metrics=extra, n_resamples=bootstrap_resamples

@@ -39,10 +39,13 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from ser_hf.data.collators import SERTargets
 from ser_hf.data.schema import FEATURES as MANIFEST_FEATURES
+from ser_hf.data.schema import column_values
 
 logger = logging.getLogger(__name__)
 
@@ -77,14 +80,19 @@ class FeatureCollator:
         return self
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        width = len(rows[0][self.feature_column])
-        for row in rows:
-            if len(row[self.feature_column]) != width:
+        vectors = [row[self.feature_column] for row in rows]
+        width = len(vectors[0])
+        for row, vector in zip(rows, vectors):
+            if len(vector) != width:
                 raise ValueError(
-                    f"row {row.get('id')!r}: {self.feature_column} has {len(row[self.feature_column])} values, "
+                    f"row {row.get('id')!r}: {self.feature_column} has {len(vector)} values, "
                     f"row {rows[0].get('id')!r} has {width}"
                 )
-        batch = {"features": torch.tensor(np.asarray([row[self.feature_column] for row in rows], dtype=np.float32))}
+        if isinstance(vectors[0], np.ndarray):  # numpy-formatted rows (`join_feature_datasets`): one stack, no lists
+            matrix = np.stack(vectors).astype(np.float32, copy=False)
+        else:
+            matrix = np.asarray(vectors, dtype=np.float32)
+        batch = {"features": torch.from_numpy(matrix)}
         batch.update(self.targets(rows))
         return batch
 
@@ -120,7 +128,7 @@ def _check_rows(dataset: datasets.Dataset, input_column: str) -> None:
     missing = [c for c in ("id", input_column) if c not in dataset.column_names]
     if missing:
         raise ValueError(f"dataset has no column(s) {missing} (columns: {dataset.column_names})")
-    ids = list(dataset["id"])
+    ids = column_values(dataset, "id")
     seen: set[str] = set()
     duplicates = sorted({i for i in ids if i in seen or seen.add(i)})
     if duplicates:
@@ -190,12 +198,34 @@ def load_features(path: str) -> datasets.Dataset:
 
 
 def feature_matrix(dataset: datasets.Dataset, column: str = "features") -> np.ndarray:
-    """The feature column as an N x D float32 array (an error if rows differ in width)."""
-    matrix = dataset.with_format("numpy")[column][:] if len(dataset) else np.zeros((0, 0), dtype=np.float32)
-    if matrix.ndim != 2:
-        widths = sorted({len(v) for v in dataset[column]})
-        raise ValueError(f"rows of {column!r} differ in width ({widths}); mixed feature datasets?")
-    return matrix.astype(np.float32, copy=False)
+    """The feature column as an N x D float32 array (an error if rows differ in width).
+
+    Read straight from Arrow: a fixed-width column of an unselected dataset is a zero-copy view of
+    its (memory-mapped) buffer; otherwise one N x D copy is made, never a list of row arrays.
+    """
+    if len(dataset) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    chunks = dataset.with_format("arrow")[column]
+    chunks = chunks.chunks if isinstance(chunks, pa.ChunkedArray) else [chunks]
+    widths: set[int] = set()
+    parts = []
+    for chunk in chunks:
+        if len(chunk) == 0:
+            continue
+        if pa.types.is_fixed_size_list(chunk.type):
+            widths.add(chunk.type.list_size)
+        else:
+            offsets = chunk.offsets.to_numpy()
+            widths.update(np.unique(np.diff(offsets)).tolist())
+        if chunk.null_count:
+            raise ValueError(f"{chunk.null_count} rows of {column!r} have no vector")
+        parts.append(chunk.flatten())
+    if len(widths) != 1:
+        raise ValueError(f"rows of {column!r} differ in width ({sorted(widths)}); mixed feature datasets?")
+    width = widths.pop()
+    values = [p.to_numpy(zero_copy_only=False) for p in parts]
+    flat = values[0] if len(values) == 1 else np.concatenate(values)
+    return flat.reshape(-1, width).astype(np.float32, copy=False)
 
 
 def _shard_rows(shard: datasets.Dataset, pooled: np.ndarray) -> dict[str, list]:
@@ -342,7 +372,7 @@ def extract_features(
         merged = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
         with _quiet_datasets():
             merged = merged.flatten_indices()
-        if list(merged["id"]) != list(dataset["id"]):
+        if column_values(merged, "id") != column_values(dataset, "id"):
             raise RuntimeError(f"merged shards in {parts_dir} do not match the dataset's rows; rerun with resume=False")
         meta["feature_size"] = len(merged[0]["features"]) if len(merged) else 0
         _save_dataset_atomically(merged, output_dir, meta)
@@ -370,46 +400,78 @@ def join_feature_datasets(blocks: dict[str, datasets.Dataset]) -> datasets.Datas
         widths[name] = len(ds[0]["features"]) if len(ds) else 0
     order = list(ordered_blocks(widths))
     first = blocks[order[0]]
-    ids = list(first["id"])
-    index_of = {}
+    ids = _arrow_column(first, "id")
+    row_of: dict[str, np.ndarray] = {}
     for name in order:
-        block_ids = list(blocks[name]["id"])
-        index_of[name] = {row_id: i for i, row_id in enumerate(block_ids)}
-        if len(index_of[name]) != len(block_ids):
+        block_ids = _arrow_column(blocks[name], "id")
+        if len(pc.unique(block_ids)) != len(block_ids):
             raise ValueError(f"feature block {name!r} has duplicated ids")
-    for name in order[1:]:
-        only_first = [i for i in ids if i not in index_of[name]]
-        only_other = [i for i in list(blocks[name]["id"]) if i not in index_of[order[0]]]
+        if name == order[0]:
+            row_of[name] = np.arange(len(ids), dtype=np.int64)
+            continue
+        position = pc.index_in(ids, value_set=block_ids)  # null where the id is missing from this block
+        only_first = pc.filter(ids, pc.is_null(position)).to_pylist()
+        only_other = pc.filter(block_ids, pc.invert(pc.is_in(block_ids, value_set=ids))).to_pylist()
         if only_first or only_other:
             raise ValueError(
                 f"feature blocks {order[0]!r} and {name!r} cover different utterances: "
                 f"{len(only_first)} ids only in {order[0]!r} (first: {only_first[:10]}), "
                 f"{len(only_other)} ids only in {name!r} (first: {only_other[:10]})"
             )
-    features = [feature_matrix(blocks[n]) for n in order]
-    vectors = [features[0]]
-    columns = {name: list(first[name]) for name in COPIED_COLUMNS if name in first.column_names}
-    for k, name in enumerate(order[1:], start=1):
-        rows = np.asarray([index_of[name][i] for i in ids], dtype=np.int64)
-        vectors.append(features[k][rows] if len(rows) else features[k])
+        row_of[name] = position.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    columns = {name: _arrow_column(first, name) for name in COPIED_COLUMNS if name in first.column_names}
+    matrix = np.empty((len(ids), sum(widths[n] for n in order)), dtype=np.float32)  # the one N x D copy
+    start = 0
+    for name in order:
+        rows = row_of[name]
+        if len(ids):
+            block = feature_matrix(blocks[name])
+            matrix[:, start : start + widths[name]] = block[rows] if name != order[0] else block
+        start += widths[name]
+        if name == order[0]:
+            continue
         other = blocks[name]
         for column, values in columns.items():
             if column not in other.column_names:
                 continue
-            theirs = list(other[column])
-            bad = [ids[j] for j, r in enumerate(rows) if not _same(values[j], theirs[r])]
+            theirs = _arrow_column(other, column).take(pa.array(rows))
+            bad = [ids[int(j)].as_py() for j in _disagreeing_rows(values, theirs)[:10]]
             if bad:
                 raise ValueError(f"feature blocks {order[0]!r} and {name!r} disagree on {column!r} for ids {bad[:10]}")
-    joined = {"id": ids, "features": list(np.concatenate(vectors, axis=1)) if ids else []}
-    joined.update(columns)
-    schema = datasets.Features({k: feature_schema()[k] for k in joined})
-    return datasets.Dataset.from_dict(joined, features=schema)
+    schema = feature_schema()
+    arrays = {
+        "id": ids.cast(pa.string()),
+        "features": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1]),
+    }
+    arrays.update(columns)
+    features = {k: schema[k] for k in arrays}
+    features["features"] = datasets.List(datasets.Value("float32"), length=matrix.shape[1])
+    table = pa.table(arrays).cast(datasets.Features(features).arrow_schema)
+    # An explicit fingerprint: datasets would otherwise hash (and so copy) the whole table.
+    fingerprint = hashlib.sha256(
+        json.dumps([[name, getattr(blocks[name], "_fingerprint", None) or name] for name in order]).encode()
+    ).hexdigest()[:16]
+    joined = datasets.Dataset(
+        table, info=datasets.DatasetInfo(features=datasets.Features(features)), fingerprint=f"joined-{fingerprint}"
+    )
+    # Rows reach the collator as numpy vectors (one stack per batch), the rest as Python values.
+    return joined.with_format("numpy", columns=["features"], output_all_columns=True)
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    return a == b
+def _arrow_column(dataset: datasets.Dataset, name: str) -> pa.Array:
+    """One column as a single Arrow array (selections applied), without Python objects per row."""
+    values = dataset.with_format("arrow")[name]
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _disagreeing_rows(mine: pa.ChunkedArray, theirs: pa.ChunkedArray) -> np.ndarray:
+    """Positions where two columns differ; two nulls or two NaNs agree (computed in Arrow, no Python rows)."""
+    same = pc.fill_null(pc.equal(mine, theirs), False)
+    same = pc.or_(same, pc.and_(pc.is_null(mine), pc.is_null(theirs)))
+    if pa.types.is_floating(mine.type) and pa.types.is_floating(theirs.type):
+        both_nan = pc.and_(pc.fill_null(pc.is_nan(mine), False), pc.fill_null(pc.is_nan(theirs), False))
+        same = pc.or_(same, both_nan)
+    return np.flatnonzero(~same.to_numpy(zero_copy_only=False))
 
 
 __all__ = [

@@ -211,11 +211,23 @@ class SERPeftModel(PeftModel):
         weights = {key: value.contiguous().clone() for key, value in weights.items()}
         config = copy.deepcopy(self.peft_config["default"])
         config.inference_mode = True
+        # AutoPeftModelForFeatureExtraction (base via AutoModel) can load it; ser-hf loads it as SERPeftModel.
+        config.task_type = ADAPTER_TASK_TYPE
+        base = config.base_model_name_or_path
+        if base and os.path.isabs(base):  # a local base: stored relative to the adapter folder
+            config.base_model_name_or_path = os.path.relpath(base, _final_directory(save_directory))
         with staged_directory(save_directory) as staging:
             save_file(weights, os.path.join(staging, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
             config.save_pretrained(staging)
-            if config.base_model_name_or_path is None:  # the base is the config's pretrained encoder
+            if base is None:  # the base is the config's pretrained encoder
                 self.get_base_model().config.save_pretrained(staging)
+            if not os.path.exists(os.path.join(_final_directory(save_directory), "README.md")):
+                write_adapter_card(staging, config, self.get_base_model().config)
+
+    def _upload_modified_files(self, working_dir, repo_id, *args, **kwargs):
+        """``push_to_hub`` hook: upload the adapter card instead of transformers' generic draft."""
+        write_adapter_card(working_dir, self.peft_config["default"], self.get_base_model().config)
+        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
 
     def load_adapter(self, model_id, adapter_name: str, is_trainable: bool = False, **kwargs):
         result = super().load_adapter(model_id, adapter_name, is_trainable=is_trainable, **kwargs)
@@ -423,6 +435,60 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, processor=None
             processor.save_pretrained(staging)
 
 
+# peft task type written to adapter_config.json: AutoPeftModelForFeatureExtraction loads the base through
+# AutoModel, which knows every ser-hf model class (and its forward takes the speech/text inputs as keywords).
+ADAPTER_TASK_TYPE = "FEATURE_EXTRACTION"
+
+
+def _final_directory(path) -> str:
+    """The folder a checkpoint lands in: ``staged_directory`` writes into ``.tmp-*`` folders inside it."""
+    path = os.path.abspath(os.fspath(path))
+    while os.path.basename(path).startswith(".tmp-"):
+        path = os.path.dirname(path)
+    return path
+
+
+def resolve_base_model(adapter_path: str | os.PathLike, base: str | None) -> str | None:
+    """``base_model_name_or_path`` of an adapter: a Hub id as it is, a relative folder against the adapter's."""
+    if not base or os.path.isabs(base):
+        return base
+    candidate = os.path.normpath(os.path.join(os.fspath(adapter_path), base))
+    return candidate if os.path.isdir(candidate) or base.startswith((".", os.sep)) else base
+
+
+def write_adapter_card(folder: str | os.PathLike, adapter_config, model_config) -> str:
+    """README.md of an adapter checkpoint: peft metadata (base model, library, tags) and how to load it."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    base = adapter_config.base_model_name_or_path
+    hub_base = base if base and not base.startswith((".", os.sep)) and not os.path.exists(base) else None
+    if hub_base is None and base is None:
+        hub_base = getattr(model_config, "backbone_name_or_path", None)
+        hub_base = hub_base if hub_base and not os.path.exists(hub_base) else None
+    audio = getattr(model_config, "model_type", "") == "ser_speech"
+    data = ModelCardData(
+        library_name="peft",
+        base_model=hub_base,
+        pipeline_tag="audio-classification" if audio else "text-classification",
+        tags=["ser-hf", "lora", "speech-emotion-recognition", "emotion-recognition", "base_model:adapter:" + hub_base]
+        if hub_base else ["ser-hf", "lora", "speech-emotion-recognition", "emotion-recognition"],
+    )
+    where = f"`{hub_base}`" if hub_base else f"`{base}` (relative to this folder)" if base else "the `config.json` beside it"
+    body = (
+        f"# LoRA adapter for a ser-hf emotion model\n\nLoRA adapters (rank {adapter_config.r}) with the pooling and "
+        f"heads of a ser-hf model; the frozen base model is {where}.\n\n"
+        "```python\nimport ser_hf  # registers the ser-hf model classes\n"
+        "from ser_hf.finetuning import load_ser_model\n\n"
+        'model = load_ser_model("path/to/this/adapter", merge=True)  # a plain ser-hf model\n```\n\n'
+        "With peft alone: `peft.AutoPeftModelForFeatureExtraction.from_pretrained(path)` after `import ser_hf`, "
+        "or with `trust_remote_code=True` where the base checkpoint ships its code.\n"
+    )
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+    path = os.path.join(os.fspath(folder), "README.md")
+    card.save(path)
+    return path
+
+
 def is_adapter_checkpoint(path: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(os.fspath(path), ADAPTER_CONFIG_NAME))
 
@@ -447,7 +513,7 @@ def _base_model(path: str, adapter: PeftConfig) -> nn.Module:
             raise ValueError(f"{path}/{CONFIG_NAME} names no pretrained encoder (backbone_name_or_path)")
         kwargs = {k: v for k, v in config.to_dict().items() if k not in _NOT_CONFIG_KWARGS}
         return class_for(config).from_backbone(config.backbone_name_or_path, **kwargs)
-    base = adapter.base_model_name_or_path
+    base = resolve_base_model(path, adapter.base_model_name_or_path)
     if not base:
         raise ValueError(f"{path}: {ADAPTER_CONFIG_NAME} names no base model and there is no {CONFIG_NAME} beside it")
     if os.path.isabs(base) and not os.path.isdir(base):
@@ -474,7 +540,10 @@ def load_ser_model(path: str | os.PathLike, *, merge: bool = False, is_trainable
     if not is_adapter_checkpoint(path):
         return AutoModel.from_pretrained(path)
     adapter = PeftConfig.from_pretrained(path)
-    model = SERPeftModel.from_pretrained(_base_model(path, adapter), path, is_trainable=is_trainable)
+    base = _base_model(path, adapter)
+    adapter.task_type = None  # load as SERPeftModel (peft would pick its task class otherwise)
+    adapter.base_model_name_or_path = resolve_base_model(path, adapter.base_model_name_or_path)
+    model = SERPeftModel.from_pretrained(base, path, is_trainable=is_trainable, config=adapter)
     return merge_lora(model) if merge else model
 
 
@@ -485,7 +554,7 @@ def load_ser_config(path: str | os.PathLike):
     _model_classes()
     path = os.fspath(path)
     if is_adapter_checkpoint(path) and not os.path.isfile(os.path.join(path, CONFIG_NAME)):
-        base = PeftConfig.from_pretrained(path).base_model_name_or_path
+        base = resolve_base_model(path, PeftConfig.from_pretrained(path).base_model_name_or_path)
         if not base:
             raise ValueError(f"{path}: {ADAPTER_CONFIG_NAME} names no base model and there is no {CONFIG_NAME} beside it")
         return AutoConfig.from_pretrained(base)

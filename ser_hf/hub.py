@@ -177,6 +177,7 @@ class SERModelCardData:
     repo_id: str | None = None  # Hub id used in the usage snippets (default: model_name)
     sampling_rate: int = 16000
     lora: bool = False  # the checkpoint holds LoRA adapters on a base model, not a full model
+    framework_versions: dict[str, str] = field(default_factory=lambda: framework_versions())
 
     @property
     def is_text(self) -> bool:
@@ -205,8 +206,10 @@ class SERModelCardData:
         base_model: str | None = None,
         trainable_parameters: tuple[int, int] | None = None,
         repo_id: str | None = None,
+        train_state=None,
     ) -> "SERModelCardData":
         datasets = [datasets] if isinstance(datasets, str) else list(datasets or [])
+        datasets = [_portable_dataset_name(d) for d in datasets]
         if language is None:
             language = sorted({KNOWN_DATASETS[d].language for d in datasets if d in KNOWN_DATASETS and KNOWN_DATASETS[d].language})
         language = [language] if isinstance(language, str) else (list(language) or None)
@@ -228,7 +231,7 @@ class SERModelCardData:
             backbone=backbone,
             backbone_details=details,
             architecture=_describe_architecture(model_config),
-            training=_describe_training(training_args, task),
+            training=_describe_training(training_args, task, train_state),
             finetuning=_describe_finetuning(model_config, training_args, trainable_parameters),
             results=normalize_results(eval_results),
             datasets=datasets,
@@ -269,10 +272,10 @@ class SERModelCardData:
                     )
                 )
         return ModelCardData(
-            library_name=LIBRARY_NAME,
+            library_name="peft" if self.lora else LIBRARY_NAME,
             pipeline_tag=self.pipeline_tag,
             tags=self.tags,
-            datasets=self.datasets or None,
+            datasets=[d for d in self.datasets if is_hub_dataset_id(d)] or None,  # Hub ids only
             language=self.language,
             license=self.license,
             base_model=self.base_model,
@@ -292,6 +295,7 @@ class SERModelCardData:
             self._results_section(),
             self._usage_section(),
             self._limitations_section(),
+            _table_section("Framework versions", ["Package", "Version"], sorted(self.framework_versions.items())),
             "## Citation\n\nThe training strategies follow " + PAPER + ".",
         ]
         body = "\n\n".join(s for s in sections if s)
@@ -361,12 +365,20 @@ class SERModelCardData:
             )
         elif self.labels and self.model_type == "ser_speech":
             blocks.append(
-                "With the `transformers` pipeline (importing `ser_hf` registers its model classes):\n\n"
+                "With the `transformers` pipeline (importing `ser_hf` registers its model classes and a pipeline that "
+                "reads any sample rate or channel count without FFmpeg):\n\n"
                 "```python\nimport ser_hf\nfrom transformers import pipeline\n\n"
-                "from ser_hf.data.audio import load_audio\n\n"
                 f'classifier = pipeline("audio-classification", model="{repo}")\n'
-                f'wave = load_audio("speech.wav", sampling_rate={self.sampling_rate})  # any format, rate or channels\n'
-                'print(classifier(wave, top_k=3))\n```'
+                'print(classifier("speech.wav", top_k=3))\n```\n\n'
+                "Without ser-hf (torch and transformers only; the checkpoint ships its model code):\n\n"
+                "```python\nimport soundfile as sf\nimport torch\n"
+                "from transformers import AutoFeatureExtractor, AutoModelForAudioClassification\n\n"
+                f'model = AutoModelForAudioClassification.from_pretrained("{repo}", trust_remote_code=True).eval()\n'
+                f'extractor = AutoFeatureExtractor.from_pretrained("{repo}")\n'
+                f'wave, rate = sf.read("speech.wav", dtype="float32")  # mono, {self.sampling_rate} Hz\n'
+                "with torch.no_grad():\n"
+                f"    logits = model(**extractor(wave, sampling_rate={self.sampling_rate}, return_tensors=\"pt\")).logits\n"
+                "print(model.config.id2label[int(logits.argmax())])\n```"
             )
         elif self.labels and self.is_text:
             blocks.append(
@@ -391,7 +403,8 @@ class SERModelCardData:
             f'results = predict("{repo}", ["recording.wav"]{call})\nprint(results.files[0])\n```\n\n'
             f"or from the shell: `ser-hf predict {repo} recording.wav{flags} --output_dir predictions`"
         )
-        return "## How to use\n\n" + "\n\n".join(blocks)
+        install = "```bash\npip install ser-hf" + ("  # peft comes with it" if self.lora else "") + "\n```"
+        return "## How to use\n\nInstall:\n\n" + install + "\n\n" + "\n\n".join(blocks)
 
     def _limitations_section(self) -> str:
         lines = [
@@ -430,6 +443,38 @@ class SERModelCardData:
             "per-window results vary over time, and the per-file label is an average."
         )
         return "## Intended use and limitations\n\n" + lines[0] + "\n\n" + "\n".join(lines[1:])
+
+
+def framework_versions() -> dict[str, str]:
+    """Versions of the packages a checkpoint depends on, for the card."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("ser-hf", "transformers", "torch", "datasets", "peft", "accelerate", "huggingface_hub"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    import platform
+
+    found["Python"] = platform.python_version()
+    return found
+
+
+def is_hub_dataset_id(name: str) -> bool:
+    """A name the Hub's ``datasets`` metadata accepts: ``owner/name`` (not a local corpus name or path)."""
+    if not name or name in KNOWN_DATASETS or os.path.isabs(name) or name.startswith((".", "~")):
+        return False
+    parts = name.split("/")
+    return len(parts) == 2 and all(re.fullmatch(r"[\w.-]+", p) for p in parts)
+
+
+def _portable_dataset_name(name: str) -> str:
+    """A local dataset folder/file is named by its last component: a path on this machine means nothing elsewhere."""
+    name = os.fspath(name)
+    if os.path.isabs(name) or os.path.exists(name):
+        return os.path.basename(os.path.normpath(name))
+    return name
 
 
 def _task_tags(task: str) -> list[str]:
@@ -488,7 +533,7 @@ def _describe_architecture(config) -> dict[str, str]:
     return rows
 
 
-def _describe_training(args, task: str) -> dict[str, str]:
+def _describe_training(args, task: str, state=None) -> dict[str, str]:
     if args is None:
         return {}
     rows: dict[str, str] = {}
@@ -517,9 +562,26 @@ def _describe_training(args, task: str) -> dict[str, str]:
             f"backbone {_format(_get(args, 'backbone_learning_rate') or lr)}, "
             f"pooling {_format(_get(args, 'pooling_learning_rate') or head)}, head {_format(head)}"
         )
+    max_steps = _get(args, "max_steps")
+    if max_steps is not None and max_steps > 0:
+        rows["Training budget"] = f"{max_steps} optimizer steps (max_steps; overrides the epoch count)"
+    elif _get(args, "num_train_epochs") is not None:
+        rows["Training budget"] = f"{_format(_get(args, 'num_train_epochs'))} epochs"
+    if state is not None:  # what actually ran (a run may stop early or be cut by max_steps)
+        rows["Epochs run"] = f"{float(_get(state, 'epoch') or 0.0):.3g}"
+        rows["Optimizer steps run"] = str(int(_get(state, "global_step") or 0))
+    optimizer = _get(args, "optim")
+    if optimizer is not None:
+        optimizer = getattr(optimizer, "value", optimizer)
+        rows["Optimizer"] = f"{optimizer}, weight decay {_format(_get(args, 'weight_decay', 0.0))}"
+    scheduler = _get(args, "lr_scheduler_type")
+    if scheduler is not None:
+        scheduler = getattr(scheduler, "value", scheduler)
+        warmup_steps, warmup_ratio = _get(args, "warmup_steps", 0) or 0, _get(args, "warmup_ratio", 0) or 0
+        warmup = (f"{_format(warmup_steps)} warm-up steps" if warmup_steps
+                  else f"warm-up over {_format(warmup_ratio)} of the steps" if warmup_ratio else "no warm-up")
+        rows["Learning-rate schedule"] = f"{scheduler}, {warmup}"
     for name, label in (
-        ("num_train_epochs", "Epochs"),
-        ("max_steps", "Max steps"),
         ("per_device_train_batch_size", "Batch size per device"),
         ("gradient_accumulation_steps", "Gradient accumulation steps"),
         ("max_audio_seconds", "Training crop (s)"),
@@ -527,7 +589,7 @@ def _describe_training(args, task: str) -> dict[str, str]:
         ("seed", "Seed"),
     ):
         value = _get(args, name)
-        if value is None or (name == "max_steps" and value <= 0) or (name == "gradient_accumulation_steps" and value == 1):
+        if value is None or (name == "gradient_accumulation_steps" and value == 1):
             continue
         rows[label] = _format(value)
     return rows
@@ -656,13 +718,16 @@ def write_trainer_model_card(
         tags=tags,
         base_model=finetuned_from,
         trainable_parameters=count_parameters(model),
+        train_state=trainer.state if trainer.state.global_step else None,
     )
 
 
 __all__ = [
     "KNOWN_DATASETS",
     "SERModelCardData",
+    "framework_versions",
     "generate_model_card",
+    "is_hub_dataset_id",
     "normalize_results",
     "results_from_log_history",
     "write_model_card",

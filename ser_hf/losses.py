@@ -16,6 +16,11 @@ Conventions shared by all losses:
   round the loss away.
 * A batch with nothing to learn from (every row ignored or masked) returns a zero that still has a
   grad_fn, so the training step neither crashes nor produces NaN.
+* No host-device synchronisation in ``forward``: no ``.item()``, no Python branch on a tensor's
+  values; empty batches are handled with masks and ``torch.where``. Checks that need the values
+  (a label out of range, a soft target that is not a distribution) run only on CPU tensors, where
+  they cost no sync -- in tests, and wherever the loss is called on host data. On an accelerator the
+  loss trusts its targets: the collators (`SERTargets`) validate every label when they build a batch.
 """
 from __future__ import annotations
 
@@ -174,6 +179,17 @@ def _check_class_vector_length(vec: torch.Tensor | None, num_classes: int, name:
         raise ValueError(f"{name} has {vec.numel()} entries but the logits have {num_classes} classes")
 
 
+def _on_host(tensor: torch.Tensor) -> bool:
+    """Value checks run only here: reading a CPU tensor's values never waits for a device."""
+    return tensor.device.type == "cpu"
+
+
+def _safe_ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator``, or a graph-connected 0 where the denominator is 0 (no sync, no NaN)."""
+    positive = denominator > 0
+    return torch.where(positive, numerator / torch.where(positive, denominator, torch.ones_like(denominator)), numerator * 0.0)
+
+
 def _hard_target_mask(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """Validate ``B x K`` logits against ``B`` integer targets; return the mask of non-ignored rows."""
     if logits.dim() != 2:
@@ -185,7 +201,8 @@ def _hard_target_mask(logits: torch.Tensor, targets: torch.Tensor, ignore_index:
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise ValueError(f"targets must be integer class indices, got dtype {targets.dtype}")
     keep = targets != ignore_index
-    _raise_on_bad_labels(targets, keep, logits.shape[1])
+    if _on_host(targets):
+        _raise_on_bad_labels(targets, keep, logits.shape[1])
     return keep
 
 
@@ -229,11 +246,12 @@ class CrossEntropyLoss(nn.Module):
             label_smoothing=self.label_smoothing,
             reduction="sum",
         )
-        kept = targets[keep].long()
-        denominator = kept.numel() if weight is None else weight[kept].sum()
-        if float(denominator) == 0.0:
-            return _zero_loss(logits)
-        return total / denominator
+        if weight is None:
+            denominator = keep.sum().to(dtype)
+        else:
+            safe = torch.where(keep, targets, torch.zeros_like(targets)).long()
+            denominator = (weight[safe] * keep).sum()
+        return _safe_ratio(total, denominator)
 
     def extra_repr(self) -> str:
         return f"weighted={self.weight is not None}, label_smoothing={self.label_smoothing}, ignore_index={self.ignore_index}"
@@ -264,11 +282,10 @@ class FocalLoss(nn.Module):
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         keep = _hard_target_mask(logits, targets, self.ignore_index)
         _check_class_vector_length(self.alpha, logits.shape[1], "alpha")
-        if not bool(keep.any()):
-            return _zero_loss(logits)
         dtype = _compute_dtype(logits)
-        kept = targets[keep].long()
-        log_p = F.log_softmax(logits[keep].to(dtype), dim=-1).gather(1, kept[:, None]).squeeze(1)
+        # Every row is computed and the ignored ones masked out: no boolean indexing, no sync.
+        kept = torch.where(keep, targets, torch.zeros_like(targets)).long()
+        log_p = F.log_softmax(logits.to(dtype), dim=-1).gather(1, kept[:, None]).squeeze(1)
         loss = -log_p
         if self.gamma != 0.0:
             one_minus_p = (-torch.expm1(log_p)).clamp(min=0.0)
@@ -279,7 +296,8 @@ class FocalLoss(nn.Module):
             loss = one_minus_p.pow(self.gamma) * loss
         if self.alpha is not None:
             loss = self.alpha.to(dtype)[kept] * loss
-        return loss.mean()
+        loss = torch.where(keep, loss, torch.zeros_like(loss))
+        return loss.sum() / keep.sum().clamp(min=1).to(dtype)
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, alpha={self.alpha is not None}, ignore_index={self.ignore_index}"
@@ -312,6 +330,15 @@ class SoftTargetCrossEntropyLoss(nn.Module):
         _check_class_vector_length(self.weight, logits.shape[1], "weight")
         dtype = _compute_dtype(logits)
         targets = targets.to(dtype)
+        if _on_host(targets):
+            self._check_distributions(targets)
+        if logits.shape[0] == 0:
+            return _zero_loss(logits)
+        weighted = targets if self.weight is None else targets * self.weight.to(dtype)
+        total = -(weighted * F.log_softmax(logits.to(dtype), dim=-1)).sum()
+        return _safe_ratio(total, weighted.sum())
+
+    def _check_distributions(self, targets: torch.Tensor) -> None:
         bad = ~torch.isfinite(targets).all(1) | (targets < 0).any(1) | ((targets.sum(1) - 1).abs() > self.row_sum_tolerance)
         if bool(bad.any()):
             row = int(torch.nonzero(bad)[0])
@@ -319,14 +346,6 @@ class SoftTargetCrossEntropyLoss(nn.Module):
                 f"soft target row {row} = {targets[row].tolist()} is not a distribution "
                 "(entries must be finite, >= 0 and sum to 1)"
             )
-        if logits.shape[0] == 0:
-            return _zero_loss(logits)
-        weighted = targets if self.weight is None else targets * self.weight.to(dtype)
-        total = -(weighted * F.log_softmax(logits.to(dtype), dim=-1)).sum()
-        denominator = weighted.sum()
-        if float(denominator) == 0.0:
-            return _zero_loss(logits)
-        return total / denominator
 
     def extra_repr(self) -> str:
         return f"weighted={self.weight is not None}"

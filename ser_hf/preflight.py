@@ -66,6 +66,24 @@ def load_run_corpus(
     ``required_columns`` and ``keep_invalid_rows`` reach loaders that take them (the manifest
     loader); others ignore them.
     """
+    if getattr(data_args, "dataset_name", None):  # a Hugging Face `datasets` input (ser_hf.data.hf_datasets)
+        from ser_hf.data.hf_datasets import load_from_data_args
+
+        try:
+            corpus = load_from_data_args(data_args)
+        except SERUserError:
+            raise
+        except FileNotFoundError as error:
+            raise DataError(f"dataset {data_args.dataset_name}: {error}") from error
+        except ValueError as error:
+            raise DataError(f"dataset {data_args.dataset_name}: {error}") from error
+        class_labels = corpus.class_labels
+        try:
+            corpus = apply_evaluation_protocol(corpus, data_args)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+        corpus.class_labels = class_labels
+        return corpus
     spec = get_corpus_spec_or_error(data_args.corpus)
     options = data_args.corpus_options or {}
     if not isinstance(options, dict):
@@ -118,6 +136,10 @@ def _label_set(data_args: DataArguments, spec: CorpusSpec, corpus, task: str) ->
             raise ConfigError(str(error)) from error
         return labels, names
     labels = list(data_args.labels) if data_args.labels else (list(spec.labels) if spec.labels else None)
+    if labels is None and getattr(data_args, "dataset_name", None) and data_args.label_column_name:
+        # a `datasets` input: its ClassLabel names in the dataset's order, else the labels it holds, sorted
+        labels = getattr(corpus, "class_labels", None) or sorted(
+            {label for ds in corpus.values() for label in ds["label"] if label is not None}) or None
     if labels is None and task != "attributes":
         found, first = Counter(), {}
         for name, ds in corpus.items():
@@ -232,7 +254,7 @@ def check_run_data(
     _check_choice("task", task, TASKS)
     _check_choice("modality", modality, MODALITIES)
     _check_choice("on_invalid_rows", data_args.on_invalid_rows, ("error", "drop"))
-    spec = get_corpus_spec_or_error(data_args.corpus)
+    spec = get_corpus_spec_or_error("manifest" if getattr(data_args, "dataset_name", None) else data_args.corpus)
     required = ["audio"] if modality == "speech" else ["transcript"]
     if task in ("categorical", "multitask"):
         required.append("label")
@@ -255,13 +277,14 @@ def check_run_data(
     # Only the splits this run reads are validated (an unlabelled challenge test set may sit beside them),
     # plus the lines too broken to know their split.
     corpus = datasets.DatasetDict({name: full[name] for name in full if name in names or name == INVALID_SPLIT})
+    corpus.class_labels = getattr(full, "class_labels", None)
     labels, label_names = _label_set(data_args, spec, corpus, task)
     attribute_range = _attribute_range(data_args, spec, corpus, task)
     report = validate_dataset(
         corpus,
         labels=labels if task != "attributes" else None,
         attribute_range=attribute_range,
-        require_attributes=task == "attributes",
+        require_attributes=task == "attributes" and training,  # evaluation predicts unlabelled rows too
         require_transcript=modality == "text" and data_args.text_column == "transcript",
         sampling_rate=sampling_rate if modality == "speech" else None,
         max_seconds=max_seconds if modality == "speech" else None,

@@ -79,6 +79,14 @@ class SERBatchSampler:
     multiple of ``R * batch_size`` so every batch is full; the dropped tail is a random part of a
     shuffled order, so nothing is systematically excluded.
 
+    Seconds budget (``max_batch_seconds``): instead of ``batch_size`` examples, a batch takes as
+    many examples as fit ``max_batch_seconds`` of *padded* audio (longest length x count), from
+    length-sorted windows of the epoch's global draw, so short utterances come in big batches and
+    long ones in small batches with almost no padding. Batches are formed on the global draw (so the
+    class mix of the draw is kept), shuffled, and dealt round-robin to the ranks; the list is padded
+    by wrapping (or cut, with ``drop_last``) to a multiple of the number of ranks so every rank runs
+    the same number of steps. ``len()`` is the batch count of the epoch ``iter()`` will draw next.
+
     Epochs: ``set_epoch(e)`` pins the epoch for every following iteration (the
     ``DistributedSampler`` convention that Trainer/accelerate rely on). If it is never called, each
     ``iter()`` uses the next epoch (0, 1, 2, ...) so plain loops still get fresh orders.
@@ -99,8 +107,14 @@ class SERBatchSampler:
         rank: int = 0,
         drop_last: bool = False,
         group_by_length: bool = False,
+        max_batch_seconds: float | None = None,
     ):
         self.batch_size = _check_int("batch_size", batch_size, 1)
+        if max_batch_seconds is not None and not (
+            isinstance(max_batch_seconds, numbers.Real) and math.isfinite(max_batch_seconds) and max_batch_seconds > 0
+        ):
+            raise ValueError(f"max_batch_seconds must be a positive number of seconds, got {max_batch_seconds!r}")
+        self.max_batch_seconds = None if max_batch_seconds is None else float(max_batch_seconds)
         self.seed = _check_int("seed", seed, 0)
         self.num_replicas = _check_int("num_replicas", num_replicas, 1)
         self.rank = _check_int("rank", rank, 0)
@@ -119,17 +133,18 @@ class SERBatchSampler:
         self.lengths = None if lengths is None else _as_float_array("lengths", lengths, n)
         if self.group_by_length and self.lengths is None:
             raise ValueError("group_by_length=True needs per-example `lengths`")
+        if self.max_batch_seconds is not None and self.lengths is None:
+            raise ValueError("max_batch_seconds needs per-example `lengths` (durations in seconds)")
         if self.labels is not None and self.balances_classes:
             self._reject_unlabelled()
+        self._epoch = 0
+        self._epoch_explicit = False
         self._setup()
         if len(self) == 0:
             raise ValueError(
                 f"{type(self).__name__} would yield no batches: {self.num_draws} draws per epoch over "
                 f"{self.num_replicas} replica(s) cannot fill one batch of {self.batch_size} with drop_last=True"
             )
-
-        self._epoch = 0
-        self._epoch_explicit = False
 
     def _infer_size(self, lengths) -> int:
         if self.labels is not None:
@@ -192,6 +207,8 @@ class SERBatchSampler:
         return math.ceil(self.num_draws / self.num_replicas)
 
     def __len__(self) -> int:
+        if self.max_batch_seconds is not None:
+            return len(self.epoch_batches(self._epoch))
         if self.drop_last:
             return self._per_rank // self.batch_size
         return math.ceil(self._per_rank / self.batch_size)
@@ -204,6 +221,8 @@ class SERBatchSampler:
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches of ``epoch`` in the order ``iter()`` yields them."""
+        if self.max_batch_seconds is not None:
+            return self._seconds_budget_batches(epoch)
         share = self.rank_share(epoch)
         if self.group_by_length:
             return self._length_grouped(share, epoch)
@@ -220,6 +239,35 @@ class SERBatchSampler:
             batches.extend(mega[i : i + self.batch_size].tolist() for i in range(0, len(mega), self.batch_size))
         order = self._rng(epoch, _BATCH_ORDER_STREAM, self.rank).permutation(len(batches))
         return [batches[i] for i in order]
+
+    def _seconds_budget_batches(self, epoch: int) -> list[list[int]]:
+        """Global batches filling ``max_batch_seconds`` of padded audio, then this rank's share."""
+        draw = self.epoch_draw(epoch)
+        window = self.batch_size * MEGABATCH_FACTOR
+        budget = self.max_batch_seconds
+        batches: list[list[int]] = []
+        for start in range(0, len(draw), window):
+            mega = draw[start : start + window]
+            mega = mega[np.argsort(-self.lengths[mega], kind="stable")]
+            current: list[int] = []
+            longest = 0.0
+            for index, length in zip(mega.tolist(), self.lengths[mega].tolist()):
+                # Sorted longest first: the batch's padded length is its first element's.
+                if current and max(longest, length) * (len(current) + 1) > budget:
+                    batches.append(current)
+                    current, longest = [], 0.0
+                current.append(index)
+                longest = max(longest, length)
+            if current:
+                batches.append(current)
+        order = self._rng(epoch, _BATCH_ORDER_STREAM).permutation(len(batches))
+        batches = [batches[i] for i in order]
+        replicas = self.num_replicas
+        if self.drop_last:
+            batches = batches[: len(batches) // replicas * replicas]
+        elif len(batches) % replicas:
+            batches = batches + batches[: replicas - len(batches) % replicas]
+        return batches[self.rank :: replicas]
 
     def __iter__(self) -> Iterator[list[int]]:
         epoch = self._epoch
@@ -249,6 +297,7 @@ class SERBatchSampler:
             "batches_per_rank": len(self),
             "drop_last": self.drop_last,
             "group_by_length": self.group_by_length,
+            "max_batch_seconds": self.max_batch_seconds,
             "epoch": self._epoch if epoch is None else epoch,
         }
         if self.labels is not None:
@@ -383,6 +432,7 @@ def build_batch_sampler(
     rank: int = 0,
     drop_last: bool = False,
     group_by_length: bool = False,
+    max_batch_seconds: float | None = None,
     replacement_weights: Sequence[float] | None = None,
 ) -> SERBatchSampler:
     """Sampler for a config's balancing name ("none"/"random", "up", "down", "weighted"; None = "none")."""
@@ -396,6 +446,7 @@ def build_batch_sampler(
         rank=rank,
         drop_last=drop_last,
         group_by_length=group_by_length,
+        max_batch_seconds=max_batch_seconds,
     )
     if replacement_weights is not None:
         if SAMPLERS[key] is not WeightedRandomBatchSampler:

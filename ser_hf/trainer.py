@@ -32,7 +32,7 @@ def compute_ser_metrics(config, eval_prediction: EvalPrediction, label_names: li
     references (``soft_labels``): ``soft_ce`` / ``soft_kl`` of the predicted probabilities to them, beside
     the hard-label metrics (which score the majority label).
     """
-    from ser_hf.metrics.functional import ccc_per_attribute, classification_metrics
+    from ser_hf.metrics import compute_metric  # the local evaluate modules
 
     predictions = _as_tuple(eval_prediction.predictions)
     references = _as_tuple(eval_prediction.label_ids)
@@ -45,7 +45,10 @@ def compute_ser_metrics(config, eval_prediction: EvalPrediction, label_names: li
         keep = labels != IGNORE_INDEX
         predicted = np.asarray(predictions["logits"]).argmax(-1)
         metrics.update(
-            classification_metrics(predicted[keep], labels[keep], labels=list(range(config.num_classes)))
+            compute_metric(
+                "ser_classification", predictions=predicted[keep], references=labels[keep],
+                labels=list(range(config.num_classes)),
+            )
         )
         if "label_distribution" in references:
             from scipy.special import softmax
@@ -56,8 +59,9 @@ def compute_ser_metrics(config, eval_prediction: EvalPrediction, label_names: li
             metrics.update(soft_label_metrics(probabilities, np.asarray(references["label_distribution"])))
     if config.has_attributes:
         metrics.update(
-            ccc_per_attribute(
-                np.asarray(predictions["attributes"]), np.asarray(references["attribute_labels"]), config.attributes
+            compute_metric(
+                "ser_ccc", predictions=np.asarray(predictions["attributes"]),
+                references=np.asarray(references["attribute_labels"]), attribute_names=list(config.attributes),
             )
         )
     return metrics
@@ -124,6 +128,7 @@ class SERTrainer(Trainer):
         from ser_hf.finetuning import describe_trainable_parameters, prepare_model_for_training
 
         model = prepare_model_for_training(model, args)  # policy / LoRA before the optimizer sees any parameter
+        _checkpointing_with_layerdrop(model, args)
         config = model.config
         soft_eval = bool(args.soft_labels and config.has_categorical)
         if args.label_names is None:
@@ -198,9 +203,17 @@ class SERTrainer(Trainer):
         config = self.model.config
         if not config.has_categorical or self.train_dataset is None:
             return None
+        key = (id(self.train_dataset), len(self.train_dataset))
+        cached = getattr(self, "_label_ids_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        from ser_hf.data.schema import column_values
+
         targets = SERTargets.for_config(config)
-        codes = self.train_dataset["label"]
-        return np.array([targets.label_id({"label": code, "id": i}) for i, code in enumerate(codes)], dtype=np.int64)
+        codes = column_values(self.train_dataset, "label")
+        ids = np.array([targets.label_id({"label": code, "id": i}) for i, code in enumerate(codes)], dtype=np.int64)
+        self._label_ids_cache = (key, ids)
+        return ids
 
     def _class_counts(self) -> list[int] | None:
         ids = self._train_label_ids()
@@ -269,25 +282,40 @@ class SERTrainer(Trainer):
         return loss
 
     def _loss(self, model, outputs, labels, attribute_labels, distributions=None) -> torch.Tensor:
-        unwrapped = self.accelerator.unwrap_model(model)
         loss = None
-        if distributions is not None and getattr(self, "soft_categorical_loss", None) is not None:
-            loss = self.args.categorical_loss_weight * self.soft_categorical_loss(outputs.logits, distributions)
-        elif self.categorical_loss is not None and labels is not None:
-            loss = self.args.categorical_loss_weight * self.categorical_loss(outputs.logits, labels)
-        if self.attribute_loss is not None and attribute_labels is not None:
-            target = unwrapped.normalize_attributes(attribute_labels)
-            term = self.args.attribute_loss_weight * self.attribute_loss(outputs.attributes_normalized, target)
-            loss = term if loss is None else loss + term
+        # Losses in float32 whatever the autocast dtype (CCC's batch statistics need it); no host-device sync.
+        with torch.autocast(device_type=self.accelerator.device.type, enabled=False):
+            if distributions is not None and getattr(self, "soft_categorical_loss", None) is not None:
+                loss = self.args.categorical_loss_weight * self.soft_categorical_loss(outputs.logits, distributions)
+            elif self.categorical_loss is not None and labels is not None:
+                loss = self.args.categorical_loss_weight * self.categorical_loss(outputs.logits, labels)
+            if self.attribute_loss is not None and attribute_labels is not None:
+                target = self.accelerator.unwrap_model(model).normalize_attributes(attribute_labels)
+                term = self.args.attribute_loss_weight * self.attribute_loss(outputs.attributes_normalized, target)
+                loss = term if loss is None else loss + term
         if loss is None:
             raise ValueError("batch has no labels for this model's task")
         return loss
+
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """The stock estimate (6 x input elements x parameters) with the parameter count taken once.
+
+        Why: the stock version walks every module each step to count parameters, about a millisecond
+        per step, as much as a whole step of a fusion head.
+        """
+        main_input = getattr(self.model, "main_input_name", "input_ids")
+        if main_input not in inputs or not hasattr(self.model, "num_parameters"):
+            return 0
+        if getattr(self, "_parameter_count", None) is None:
+            self._parameter_count = self.model.num_parameters(exclude_embeddings=True)
+        return 6 * inputs[main_input].numel() * self._parameter_count
 
     # ------------------------------------------------------------------ evaluation of long utterances
     def evaluation_loop(self, *args, **kwargs):
         self._windowed_rows = 0
         self._evaluated_rows = 0
         output = super().evaluation_loop(*args, **kwargs)
+        output = _restore_dataset_order(output, args[0] if args else kwargs.get("dataloader"))
         if self._windowed_rows:
             window = getattr(self.data_collator, "max_seconds", None)
             logger.info(
@@ -353,21 +381,47 @@ class SERTrainer(Trainer):
 
     # ------------------------------------------------------------------ data
     def _train_lengths(self) -> list[float] | None:
-        if not self.args.group_by_length:
+        if not self.args.group_by_length and self.args.max_batch_seconds is None:
             return None
-        dataset = self.train_dataset
-        if "duration" in dataset.column_names:
-            return list(dataset["duration"])
-        from tqdm.auto import tqdm
+        lengths = self.dataset_lengths(self.train_dataset, cap_seconds=self.args.max_audio_seconds)
+        if lengths is None and self.args.max_batch_seconds is not None:
+            raise ValueError("max_batch_seconds needs audio durations: the training data has no audio or duration column")
+        return lengths
 
-        from ser_hf.data.audio import duration_seconds
+    def dataset_lengths(self, dataset, cap_seconds: float | None = None) -> list[float] | None:
+        """Per-row lengths for batching: audio seconds (cached header reads, capped at the crop), else
+        transcript characters; None for data without lengths (e.g. cached feature vectors)."""
+        from ser_hf.data.schema import column_values
 
-        if "audio" in dataset.column_names:
-            paths = dataset["audio"]
-            return [duration_seconds(p) for p in tqdm(paths, desc="reading durations", disable=self.args.disable_tqdm)]
-        if "transcript" in dataset.column_names:
-            return [len(t or "") for t in dataset["transcript"]]
-        raise ValueError("group_by_length needs an audio, transcript or duration column")
+        columns = dataset.column_names
+        if "duration" in columns:
+            seconds = np.asarray(column_values(dataset, "duration"), dtype=np.float64)
+        elif "audio" in columns:
+            from ser_hf.data.durations import read_durations
+
+            import datasets
+
+            if isinstance(dataset.features.get("audio"), datasets.Audio):  # never decode a whole column to measure it
+                dataset = dataset.select_columns(["audio"]).cast_column("audio", datasets.Audio(decode=False))
+            paths = [value.get("path") if isinstance(value, dict) else value for value in column_values(dataset, "audio")]
+            if not all(isinstance(p, str) and os.path.isfile(p) for p in paths):
+                logger.info("length grouping: the audio column holds no file paths (e.g. embedded bytes); batches as drawn")
+                return None
+            # One process per node reads (and caches) the durations; the others wait and load its table.
+            with self.args.main_process_first(local=True, desc="reading audio durations"):
+                seconds = read_durations(
+                    paths,
+                    cache_path=self.args.durations_cache,
+                    progress=not self.args.disable_tqdm and self.args.local_process_index == 0,
+                    trust_cache=self.args.local_process_index != 0,
+                )
+        elif "transcript" in columns:
+            return [float(len(t or "")) for t in column_values(dataset, "transcript")]
+        else:
+            return None
+        if cap_seconds:
+            seconds = np.minimum(seconds, cap_seconds)
+        return seconds.tolist()
 
     def build_train_batch_sampler(self):
         args = self.args
@@ -382,16 +436,18 @@ class SERTrainer(Trainer):
                     f"(first: {[self.train_dataset[int(i)]['id'] for i in unlabelled[:5]]}). Filter them or use sampler=none."
                 )
         label_list = labels.tolist() if labels is not None else [None] * len(self.train_dataset)
+        lengths = self._train_lengths()
         return build_batch_sampler(
             args.sampler,
             label_list,
             self._train_batch_size,
-            lengths=self._train_lengths(),
+            lengths=lengths,
             seed=args.seed,
             num_replicas=args.world_size,
             rank=args.process_index,
             drop_last=args.dataloader_drop_last,
-            group_by_length=args.group_by_length,
+            group_by_length=args.group_by_length and lengths is not None,
+            max_batch_seconds=args.max_batch_seconds,
         )
 
     def get_train_dataloader(self) -> DataLoader:
@@ -419,6 +475,16 @@ class SERTrainer(Trainer):
             shard.process_index = 0
             shard.even_batches = False  # would pad a short last batch with repeated rows
         return prepared
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluation in length order (longest first: padding-free batches, and an out-of-memory
+        shows at once); `evaluation_loop` puts the outputs back in dataset order."""
+        if not self.args.group_by_length or eval_dataset is None or not hasattr(eval_dataset, "column_names"):
+            return super()._get_eval_sampler(eval_dataset)
+        lengths = self.dataset_lengths(eval_dataset)
+        if lengths is None:
+            return super()._get_eval_sampler(eval_dataset)
+        return LengthSortedSampler(np.argsort(-np.asarray(lengths), kind="stable"))
 
     def _training_collator(self):
         """The training variant of the collator: random crops, augmentation, mixing and soft targets."""
@@ -452,6 +518,8 @@ class SERTrainer(Trainer):
         if self.is_world_process_zero():
             from ser_hf.hub import write_trainer_model_card
 
+            if kwargs.get("license") is None:
+                kwargs["license"] = self.args.hub_license
             write_trainer_model_card(self, **kwargs)
 
     # ------------------------------------------------------------------ optimizer
@@ -482,3 +550,72 @@ class SERTrainer(Trainer):
         optimizer_kwargs.pop("lr", None)
         self.optimizer = optimizer_cls(param_groups, lr=args.learning_rate, **optimizer_kwargs)
         return self.optimizer
+
+
+def _checkpointing_with_layerdrop(model: torch.nn.Module, args: SERTrainingArguments) -> None:
+    """Let activation checkpointing and layerdrop (WavLM, wav2vec2, HuBERT) train together under DDP.
+
+    The Trainer turns DDP's unused-parameter detection off whenever checkpointing is on (it breaks
+    *reentrant* checkpointing), but layerdrop skips random layers on each rank, so DDP then fails with
+    "Expected to have finished reduction in the prior iteration". Non-reentrant checkpointing (the
+    default here) works with the detection, so it is switched back on -- unless the user chose.
+    """
+    if not args.activation_checkpointing or args.ddp_find_unused_parameters is not None:
+        return
+    layerdrop = max((getattr(getattr(m, "config", None), "layerdrop", 0.0) or 0.0 for m in model.modules()), default=0.0)
+    if layerdrop <= 0:
+        return
+    options = dict(args.activation_checkpointing_kwargs or {})
+    if options.get("use_reentrant", False):
+        raise ValueError(
+            f"activation checkpointing with use_reentrant=True cannot run with layerdrop={layerdrop} under DDP; "
+            "use use_reentrant=False (the default) or set the backbone's layerdrop to 0"
+        )
+    args.activation_checkpointing_kwargs = {**options, "use_reentrant": False}
+    args.ddp_find_unused_parameters = True
+    logger.info("activation checkpointing with layerdrop %.2f: DDP unused-parameter detection on", layerdrop)
+
+
+class LengthSortedSampler(torch.utils.data.Sampler):
+    """A fixed order of dataset indices (evaluation sorted by length); ``order`` undoes it afterwards."""
+
+    def __init__(self, order: np.ndarray):
+        self.order = np.asarray(order, dtype=np.int64)
+
+    def __iter__(self):
+        return iter(self.order.tolist())
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def _length_order_of(dataloader) -> np.ndarray | None:
+    """The `LengthSortedSampler` order behind a (possibly accelerate-wrapped) evaluation dataloader."""
+    candidates = [dataloader, getattr(dataloader, "base_dataloader", None)]
+    for loader in candidates:
+        if loader is None:
+            continue
+        for sampler in (
+            getattr(loader, "sampler", None),
+            getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+            getattr(getattr(getattr(loader, "batch_sampler", None), "batch_sampler", None), "sampler", None),
+        ):
+            if isinstance(sampler, LengthSortedSampler):
+                return sampler.order
+    return None
+
+
+
+def _restore_dataset_order(output, dataloader):
+    """Predictions of a length-sorted evaluation put back in dataset order (metrics do not depend on it)."""
+    order = _length_order_of(dataloader) if dataloader is not None else None
+    if order is None or output.num_samples != len(order):
+        return output
+    inverse = np.argsort(order, kind="stable")
+
+    def restore(value):
+        if isinstance(value, (tuple, list)):
+            return type(value)(restore(v) for v in value)
+        return value[inverse] if isinstance(value, np.ndarray) and len(value) == len(order) else value
+
+    return output._replace(predictions=restore(output.predictions), label_ids=restore(output.label_ids))

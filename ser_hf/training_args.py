@@ -68,6 +68,10 @@ class SERTrainingArguments(TrainingArguments):
     training (the IS2025 baseline uses 32).
     """
 
+    hub_license: str | None = field(
+        default=None,
+        metadata={"help": "License id written into the model card (e.g. cc-by-4.0, apache-2.0); none: not stated."},
+    )
     loss: str = field(
         default="ce",
         metadata={"help": "Categorical loss: ce, weighted_ce (class-weighted CE), focal or soft_ce (label distributions)."},
@@ -91,8 +95,28 @@ class SERTrainingArguments(TrainingArguments):
         },
     )
     group_by_length: bool = field(
-        default=False,
-        metadata={"help": "Batch utterances of similar duration together (within shuffled mega-batches) to cut padding."},
+        default=True,
+        metadata={
+            "help": "Batch utterances of similar duration together (within shuffled mega-batches of the sampler's "
+            "draw, so class balance is kept) and sort evaluation batches by length: almost no padding. Durations "
+            "come from the cached header reads of ser_hf.data.durations (text: transcript length). Data without "
+            "lengths (cached feature vectors) is batched as drawn."
+        },
+    )
+    max_batch_seconds: float | None = field(
+        default=None,
+        metadata={
+            "help": "Fill each training batch up to this many seconds of padded audio (longest crop x count) instead "
+            "of per_device_train_batch_size utterances: big batches of short clips, small batches of long ones. "
+            "Works with every sampler (class balance kept), distributed and resumable; needs audio durations."
+        },
+    )
+    durations_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "Parquet file caching audio durations keyed by path, size and mtime (default: "
+            ".ser_hf_durations.parquet in the audio's common folder, or ~/.cache/ser_hf/durations if not writable)."
+        },
     )
     attribute_loss_weights: list[float] | None = field(
         default=None, metadata={"help": "Weights of arousal, valence, dominance in the attribute loss (default equal)."}
@@ -184,6 +208,8 @@ class SERTrainingArguments(TrainingArguments):
             raise ValueError(f"focal_gamma must be >= 0, got {self.focal_gamma}")
         if self.attribute_loss_weights is not None and any(w < 0 for w in self.attribute_loss_weights):
             raise ValueError(f"attribute_loss_weights must be non-negative, got {self.attribute_loss_weights}")
+        if self.max_batch_seconds is not None and not self.max_batch_seconds > 0:
+            raise ValueError(f"max_batch_seconds must be positive, got {self.max_batch_seconds}")
         if self.max_audio_seconds <= 0:
             raise ValueError(f"max_audio_seconds must be positive, got {self.max_audio_seconds}")
         self._check_finetuning_fields()
@@ -191,7 +217,14 @@ class SERTrainingArguments(TrainingArguments):
         if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
             # `accelerate launch --multi_gpu` on a machine without GPUs starts CPU processes (gloo);
             # the Trainer only joins them into one run when told it is on CPU.
+            from ser_hf.launch import warn_gpu_config_on_cpu
+
+            warn_gpu_config_on_cpu()
             self.use_cpu = True
+        if self.ddp_find_unused_parameters is None:
+            # Every trainable ser-hf parameter gets a gradient each step (frozen parts have requires_grad=False),
+            # so DDP needs no search for unused ones (transformers would enable it and warn every run).
+            self.ddp_find_unused_parameters = False
         super().__post_init__()
 
     def _check_strategy_fields(self) -> None:

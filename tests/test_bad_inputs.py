@@ -482,3 +482,19 @@ def test_fuzzed_jsonl_manifests_validate_or_name_a_line(audio_dir, tmp_path, cap
         message = error_message(err)
         assert ", line " in message or any(text in message for text in _WHOLE_DATA), message
     assert not (tmp_path / "o").exists()
+
+
+def test_evaluation_checks_accept_unlabelled_rows(audio_dir):
+    """A challenge test set has no targets: evaluate/extract predict it, so its rows are not 'bad'."""
+    from ser_hf.arguments import DataArguments
+    from ser_hf.configuration import SERSpeechConfig
+    from ser_hf.preflight import check_evaluation_data
+
+    rows = good_rows()
+    for row in rows[9:]:
+        row.update(label="", arousal="", valence="", dominance="")
+    manifest = write_manifest(audio_dir, rows, name="unlabelled.csv")
+    for task in ("attributes", "multitask", "categorical"):
+        config = SERSpeechConfig(backbone_config=tiny_speech_backbone(), task=task, labels=LABELS)
+        checked = check_evaluation_data(DataArguments(corpus="manifest", data_path=manifest), config, "test")
+        assert len(checked.corpus["test"]) == 3 and checked.report.ok

@@ -90,12 +90,13 @@ def test_full_checkpoint_loads_with_auto_classes_and_pipeline(saved):
     assert [r["score"] for r in results] == sorted(by_name.values(), reverse=True)
 
 
-def test_adapter_checkpoint_names_its_base_and_reloads(saved):
+def test_adapter_checkpoint_names_its_base_and_reloads(saved, monkeypatch):
     folder = saved["root"] / "adapter"
     only_safetensors(folder)
     assert is_adapter_checkpoint(folder) and not os.path.exists(folder / "config.json")
     adapter_config = json.loads((folder / "adapter_config.json").read_text())
-    assert adapter_config["base_model_name_or_path"] == str(saved["root"] / "full")
+    assert adapter_config["base_model_name_or_path"] == os.path.join("..", "full")  # relative: no local path saved
+    assert adapter_config["task_type"] == "FEATURE_EXTRACTION"
     assert sorted(adapter_config["modules_to_save"]) == ["classifier", "pooling"]
     assert load_ser_config(folder).id2label == {0: "angry", 1: "happy", 2: "neutral"}
 
@@ -109,7 +110,8 @@ def test_adapter_checkpoint_names_its_base_and_reloads(saved):
         layer_weights.zero_()
     reloaded.load_adapter(str(folder), "default", is_trainable=True)  # how the Trainer resumes / loads the best model
     assert torch.equal(layer_weights, saved["lora"].get_base_model().layer_weights) and layer_weights.requires_grad
-    # transformers' own peft integration also follows base_model_name_or_path
+    # transformers' own peft integration also follows base_model_name_or_path (from the working directory)
+    monkeypatch.chdir(folder)
     classify = pipeline("audio-classification", model=str(folder))
     top = classify({"raw": wave(), "sampling_rate": 16000}, top_k=1)[0]
     assert top == {"label": NAMES[LABELS[int(expected.argmax())]], "score": pytest.approx(expected.max().item(), abs=1e-5)}

@@ -243,8 +243,9 @@ def test_registry_specs():
     assert get_corpus_spec("ravdess").labels[-1] == "surprised"
     assert get_corpus_spec("manifest").labels is None
     assert "synthetic" in corpora.available_corpora()
+    assert get_corpus_spec("IEMOCAP").labels == ("neutral", "happy", "angry", "sad")  # registered since issue 10
     with pytest.raises(ValueError, match="unknown corpus"):
-        get_corpus_spec("iemocap")
+        get_corpus_spec("no_such_corpus")
 
 
 def test_lazy_registration(monkeypatch):

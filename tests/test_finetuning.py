@@ -223,7 +223,11 @@ def test_lora_checkpoint_is_small_and_reloads(lora_run):
     adapter_dir = lora_run["output_dir"] / "adapter"
     files = set(os.listdir(adapter_dir))
     assert {"adapter_config.json", "adapter_model.safetensors", "preprocessor_config.json"} <= files
-    assert not any(f.startswith("model") for f in files) and "README.md" not in files
+    assert not any(f.startswith("model") for f in files)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(adapter_dir / "README.md")  # the adapter card, parsed by huggingface_hub
+    assert card.data.library_name == "peft" and "lora" in card.data.tags
     full = os.path.getsize(lora_run["output_dir"] / "base_model" / "model.safetensors")
     assert os.path.getsize(adapter_dir / "adapter_model.safetensors") < 0.05 * full
 

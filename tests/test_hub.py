@@ -44,7 +44,7 @@ def test_categorical_card_metadata_and_body(tmp_path):
     meta = _metadata(card)
     assert meta["library_name"] == "ser-hf"
     assert meta["pipeline_tag"] == "audio-classification"
-    assert meta["datasets"] == ["emodb"] and meta["language"] == ["de"]
+    assert "datasets" not in meta and meta["language"] == ["de"]  # "emodb" is a corpus name, not a Hub dataset id
     assert "speech-emotion-recognition" in meta["tags"]
     index = meta["model-index"][0]
     assert index["name"] == "emodb-wavlm"
@@ -60,7 +60,10 @@ def test_categorical_card_metadata_and_body(tmp_path):
     assert "inverse frequency" in body and "class-balanced up-sampling" in body
     assert "relu activation" in body and "masked mean" in body
     assert "backbone 1e-05, pooling 0.001, head 0.001" in body
-    assert "| Epochs | 4 |" in body
+    assert "| Training budget | 4 epochs |" in body and "Epochs run" not in body  # no run recorded, none claimed
+    assert "| Optimizer | adamw_torch" in body and "| Learning-rate schedule | linear, no warm-up |" in body
+    assert "## Framework versions" in body and "| transformers |" in body and "| torch |" in body
+    assert "pip install ser-hf" in body
     assert "| Macro-F1 | 0.4213 | 0.3980 |" in body
     assert "| UAR (unweighted average recall) | 0.4500 | - |" in body
     assert "acted speech" in body and "German" in body and "Bias" in body
@@ -180,7 +183,7 @@ def test_push_to_hub_uploads_weights_processor_and_card(tmp_path, monkeypatch, t
     assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files if name != "training_args.bin")
     card = files["README.md"].decode()
     meta = _metadata(card)
-    assert meta["library_name"] == "ser-hf" and meta["license"] == "cc0-1.0" and meta["datasets"] == ["emodb"]
+    assert meta["library_name"] == "ser-hf" and meta["license"] == "cc0-1.0" and "datasets" not in meta
     logged = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
     assert logged["Macro-F1"] == round(metrics["eval_macro_f1"], 4)
     assert "focal loss" in card and "anger" in card and "Trainable parameters" in card
@@ -209,10 +212,31 @@ def test_card_pipeline_snippet_runs_on_a_saved_model(tmp_path, monkeypatch, moda
     card = generate_model_card(model.config, repo_id="someone/x")
     task = "audio" if modality == "speech" else "text"
     snippet = re.search(rf"```python\n(import ser_hf.*?pipeline\(\"{task}-classification\".*?)```", card, re.S).group(1)
+    # The folder sits in huggingface_hub's cache as a download of "someone/x" would: the snippet runs as written.
+    import shutil
+
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub_cache" / "models--someone--x"
+    (cache / "refs").mkdir(parents=True)
+    (cache / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(folder, cache / "snapshots" / ("0" * 40))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub_cache"))
     monkeypatch.chdir(tmp_path)
-    write_tone(tmp_path / "speech.wav", seconds=1.0, sampling_rate=22050)
+    write_tone(tmp_path / "speech.wav", seconds=1.0, sampling_rate=22050)  # not 16 kHz: the pipeline resamples
     printed = []
     monkeypatch.setattr("builtins.print", lambda *a, **k: printed.append(a[0]))
-    exec(snippet.replace("someone/x", str(folder)), {})
+    exec(snippet, {})
     (result,) = printed
     assert len(result) == 3 and {r["label"] for r in result} <= set(spec.label_names.values())
+
+
+def test_dataset_names_in_the_card_are_hub_ids_or_portable(tmp_path):
+    """A Hub id goes into the ``datasets`` metadata; a local folder is named by its last component only."""
+    local = tmp_path / "my-local-emotions"
+    local.mkdir()
+    card = generate_model_card(_emodb_config(), datasets=["someone/emotions", str(local), "emodb"])
+    assert str(tmp_path) not in card
+    parsed = ModelCard(card).data
+    assert parsed.datasets == ["someone/emotions"]
+    assert "my-local-emotions" in card and "EmoDB" in card

@@ -151,6 +151,8 @@ def tiny_overrides(folder: Path) -> Path:
             per_device_train_batch_size=8,
             per_device_eval_batch_size=8,
             dataloader_num_workers=0,
+            dataloader_persistent_workers=False,
+            bf16=False,  # the recipe is bf16 for GPUs; this CPU test runs in float32
             logging_steps=1,
             head_hidden_size=16,
             disable_tqdm=True,

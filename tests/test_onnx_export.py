@@ -4,30 +4,26 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
+import onnxruntime as ort  # the `onnx` extra; the test extra includes it, so CI never skips these
 import pytest
 import torch
 
-import onnxruntime as ort  # the `onnx` extra; the test extra includes it, so CI never skips these
-
-from ser_hf.configuration import SERSpeechConfig, SERTextConfig  # noqa: E402
-from ser_hf.export import ORTSERModel, export_onnx, is_onnx_export  # noqa: E402
-from ser_hf.export.onnx import ONNX_EXPORT_FILE, _cast_inputs, sample_inputs  # noqa: E402
-from ser_hf.inference import _speech_inputs, _text_inputs, predict  # noqa: E402
-from ser_hf.modeling import (  # noqa: E402
+from ser_hf.configuration import SERSpeechConfig, SERTextConfig
+from ser_hf.export import ORTSERModel, export_onnx, is_onnx_export
+from ser_hf.export.onnx import ONNX_EXPORT_FILE, _cast_inputs, sample_inputs
+from ser_hf.inference import _speech_inputs, _text_inputs, predict
+from ser_hf.modeling import (
     SERFusionConfig,
     SERFusionModel,
-    SERJointConfig,
     SERJointModel,
     SERModelForSpeech,
     SERModelForText,
     build_feature_extractor,
 )
-from ser_hf.tiny import tiny_speech_backbone, tiny_text_backbone, tokenizer_path  # noqa: E402
-from tests.helpers_audio import write_wav  # noqa: E402
+from ser_hf.tiny import tiny_speech_backbone, tiny_text_backbone, tokenizer_path
+from tests.helpers_audio import write_wav
 
 LABELS = ["ang", "hap", "neu", "sad"]
 TOLERANCE = 1e-4
@@ -65,7 +61,7 @@ def _save_text(folder, task: str = "multitask") -> str:
 
 def _waves(lengths, seed=5):
     rng = np.random.default_rng(seed)
-    envelope = lambda n: 0.05 + 0.3 * np.abs(np.sin(np.linspace(0, 5, n)))  # noqa: E731
+    envelope = lambda n: 0.05 + 0.3 * np.abs(np.sin(np.linspace(0, 5, n)))
     return [(rng.standard_normal(n) * envelope(n)).astype(np.float32) for n in lengths]
 
 
@@ -197,12 +193,10 @@ def test_predict_backend_onnx_equals_torch_and_cli(tmp_path):
     audio = tmp_path / "audio"
     for k, seconds in enumerate((0.5, 1.3, 5.0, 0.2)):  # 5 s: several windows of the 2 s model
         write_wav(str(audio / f"clip{k}.wav"), _waves([int(seconds * 22050)], seed=k)[0], 22050)
+    from ser_hf.cli import main as cli
+
     export_dir = tmp_path / "onnx"
-    run = subprocess.run(
-        [sys.executable, "-m", "ser_hf.cli", "export", model_dir, "--format", "onnx", "--output_dir", str(export_dir), "--quantize"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert cli(["export", model_dir, "--format", "onnx", "--output_dir", str(export_dir), "--quantize"]) == 0
     record = json.loads((export_dir / ONNX_EXPORT_FILE).read_text())
     assert record["quantized"]["file"] == "model.int8.onnx" and (export_dir / "model.int8.onnx").is_file()
 
@@ -217,12 +211,7 @@ def test_predict_backend_onnx_equals_torch_and_cli(tmp_path):
             assert abs(a["attributes"][name] - b["attributes"][name]) < 1e-4
     assert len(by_onnx.windows) > len(by_onnx.files)  # the long file went through windows
 
-    run = subprocess.run(
-        [sys.executable, "-m", "ser_hf.cli", "predict", str(export_dir), str(audio), "--backend", "onnx",
-         "--output_dir", str(tmp_path / "out")],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert cli(["predict", str(export_dir), str(audio), "--backend", "onnx", "--output_dir", str(tmp_path / "out")]) == 0
     written = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert [r["label"] for r in written["files"]] == [r["label"] for r in by_torch.files]
 

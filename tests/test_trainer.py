@@ -105,7 +105,8 @@ def test_attribute_model_selects_best_by_mean_ccc(tiny_corpus, tmp_path):
 
 def test_gradient_accumulation_matches_one_big_batch(tiny_corpus, tmp_path):
     """CE is a per-utterance mean: 2 x 4 accumulated == 1 x 8 (same 8 utterances, one SGD step)."""
-    common = dict(max_steps=1, optim="sgd", learning_rate=0.5, warmup_steps=0, lr_scheduler_type="constant")
+    common = dict(max_steps=1, optim="sgd", learning_rate=0.5, warmup_steps=0, lr_scheduler_type="constant",
+                  group_by_length=False)  # the same 8 utterances in both runs
     big = make_trainer(tiny_corpus, tmp_path / "big", per_device_train_batch_size=8, **common)
     big.train()
     small = make_trainer(tiny_corpus, tmp_path / "small", per_device_train_batch_size=4,

@@ -25,7 +25,7 @@ class EnsembleArguments:
     output_dir: str | None = field(default=None, metadata={"help": "Where the ensemble's report goes."})
     batch_size: int = field(default=16, metadata={"help": "Evaluation batch size."})
     max_seconds: float | None = field(default=None, metadata={"help": "Crop length (default: each model's)."})
-    bootstrap_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95 percent intervals (0: none)."})
+    bootstrap_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95%% intervals (0: none)."})
 
 
 def main(argv: list[str] | None = None) -> int:

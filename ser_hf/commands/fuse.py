@@ -46,7 +46,9 @@ def select_rows_by_split(dataset: datasets.Dataset, name: str | None) -> dataset
     if name is None or name.lower() == "none":
         return None
     wanted = name.split("+")
-    splits = list(dataset["split"])
+    from ser_hf.data.schema import column_values
+
+    splits = column_values(dataset, "split")
     present = set(splits)
     missing = [s for s in wanted if s not in present]
     if missing:

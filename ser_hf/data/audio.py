@@ -1,12 +1,16 @@
 """Audio decoding: soundfile first, soxr to resample, librosa only for formats libsndfile lacks.
 
-``datasets`` stores only the path (see ``schema.py``); everything that turns a path into samples
-or into a cheap header fact lives here so loaders, validation and collators agree on what
-"readable" means.
+An audio *source* is what a manifest or a Hugging Face dataset row holds: a path, a
+``{"path", "bytes"}`` dict (a ``datasets.Audio(decode=False)`` value; the bytes win when present),
+a decoded ``{"array", "sampling_rate"}`` dict at any rate, or a torchcodec decoder (a decoded
+``Audio()`` column). Everything that turns a source into samples or into a cheap header fact
+lives here so loaders, validation and collators agree on what "readable" means; no FFmpeg or
+torchcodec is needed for any of the first three forms.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -53,7 +57,48 @@ def _require_file(path) -> str:
     return path
 
 
-def _open_or_none(path: str) -> sf.SoundFile | None:
+def describe_audio(source) -> str:
+    """A short name for a source in messages: its path, else what it is (never the bytes themselves)."""
+    if isinstance(source, dict):
+        if source.get("path"):
+            return str(source["path"])
+        if source.get("bytes") is not None:
+            return f"<{len(source['bytes'])} bytes of encoded audio>"
+        if source.get("array") is not None:
+            return f"<decoded audio at {source.get('sampling_rate')} Hz>"
+        return "<empty audio value>"
+    if hasattr(source, "get_all_samples"):
+        return "<torchcodec AudioDecoder>"
+    return os.fspath(source) if source is not None else ""
+
+
+def _resolve(source):
+    """(kind, value, name): kind is "path" (a checked file), "bytes" (encoded file contents) or "array"
+    ((channels, time) float32, rate)."""
+    name = describe_audio(source)
+    if isinstance(source, dict):
+        if source.get("bytes") is not None:
+            return "bytes", bytes(source["bytes"]), name
+        if source.get("array") is not None:
+            rate = source.get("sampling_rate")
+            if not rate:
+                raise AudioError(name, "decoded audio array without a sampling_rate")
+            wave = np.asarray(source["array"], dtype=np.float32)
+            if wave.ndim == 2 and wave.shape[0] > wave.shape[1]:  # (time, channels) -> (channels, time)
+                wave = wave.T
+            return "array", (np.atleast_2d(wave), int(rate)), name
+        if source.get("path"):
+            return "path", _require_file(source["path"]), name
+        raise AudioError(name, "audio value has no path, bytes or array")
+    if hasattr(source, "get_all_samples"):  # a torchcodec decoder (datasets' decoded Audio column)
+        samples = source.get_all_samples()
+        return "array", (np.atleast_2d(samples.data.numpy().astype(np.float32)), int(samples.sample_rate)), name
+    if source is None:
+        raise AudioError("", "empty audio path")
+    return "path", _require_file(source), name
+
+
+def _open_or_none(path) -> sf.SoundFile | None:
     """Open with libsndfile (header only). ``None`` means "try librosa": only for extensions libsndfile
     does not handle; a .wav/.flac/... it cannot open is broken, and decoding it elsewhere would hide that.
     """
@@ -66,6 +111,24 @@ def _open_or_none(path: str) -> sf.SoundFile | None:
         if detail.startswith("File does not exist"):  # libsndfile's words for garbage in an existing file
             detail = "header not recognised"
         raise AudioError(path, f"unreadable audio, not a valid sound file ({detail})") from exc
+
+
+def _open_bytes(data: bytes, name: str) -> sf.SoundFile:
+    """Encoded bytes (a parquet/Hub ``Audio`` value) through libsndfile: WAV, FLAC, OGG, MP3 (libsndfile >= 1.1)."""
+    try:
+        return sf.SoundFile(io.BytesIO(data))
+    except sf.LibsndfileError as exc:
+        raise AudioError(name, f"unreadable encoded audio bytes ({exc.error_string.rstrip('.')})") from exc
+
+
+def _open_source(source):
+    """(kind, handle-or-(wave, rate)-or-None, name) for any source; None means the librosa fallback."""
+    kind, value, name = _resolve(source)
+    if kind == "path":
+        return kind, _open_or_none(value), value
+    if kind == "bytes":
+        return kind, _open_bytes(value, name), name
+    return kind, value, name
 
 
 def _librosa_decode(path: str) -> tuple[np.ndarray, int]:
@@ -81,33 +144,34 @@ def _librosa_decode(path: str) -> tuple[np.ndarray, int]:
     return np.atleast_2d(wave), int(rate)
 
 
-def audio_info(path) -> AudioInfo:
+def audio_info(source) -> AudioInfo:
     """(frames, samplerate, channels) from the header alone; decodes only if libsndfile can't open it."""
-    path = _require_file(path)
-    handle = _open_or_none(path)
+    kind, handle, name = _open_source(source)
+    if kind == "array":
+        wave, rate = handle
+        return AudioInfo(wave.shape[-1], rate, wave.shape[0])
     if handle is None:
-        wave, rate = _librosa_decode(path)
+        wave, rate = _librosa_decode(name)
         return AudioInfo(wave.shape[-1], rate, wave.shape[0])
     with handle:
         return AudioInfo(int(handle.frames), int(handle.samplerate), int(handle.channels))
 
 
-def duration_seconds(path) -> float:
+def duration_seconds(source) -> float:
     """Length in seconds from the header (used for length-grouped batching and reports)."""
-    return audio_info(path).duration
+    return audio_info(source).duration
 
 
-def probe_audio(path) -> AudioInfo:
+def probe_audio(source) -> AudioInfo:
     """Header plus a tiny read at both ends: catches missing, random-byte, empty and truncated files.
 
     A WAV cut short is not detectable this way (libsndfile trims ``frames`` to the data present and
     the file decodes fine); a truncated compressed file fails the tail seek, and NaN/inf samples at
     either end of a float file are reported. Raises ``AudioError``.
     """
-    path = _require_file(path)
-    handle = _open_or_none(path)
-    if handle is None:  # not a libsndfile format: decode once via librosa
-        wave, rate = _librosa_decode(path)
+    kind, handle, path = _open_source(source)
+    if kind == "array" or handle is None:  # decoded already, or not a libsndfile format: decode once
+        wave, rate = handle if kind == "array" else _librosa_decode(path)
         info = AudioInfo(wave.shape[-1], rate, wave.shape[0])
         head = tail = wave.T
     else:
@@ -131,11 +195,13 @@ def probe_audio(path) -> AudioInfo:
     return info
 
 
-def load_audio(path, sampling_rate: int = 16000) -> np.ndarray:
-    """Decode to float32 mono at ``sampling_rate`` (channels averaged, soxr resampling)."""
-    path = _require_file(path)
-    handle = _open_or_none(path)
-    if handle is None:
+def load_audio(source, sampling_rate: int = 16000) -> np.ndarray:
+    """Decode any audio source to float32 mono at ``sampling_rate`` (channels averaged, soxr resampling)."""
+    kind, handle, path = _open_source(source)
+    if kind == "array":
+        multi, rate = handle
+        wave = multi.mean(axis=0)
+    elif handle is None:
         multi, rate = _librosa_decode(path)
         wave = multi.mean(axis=0)
     else:
@@ -198,10 +264,10 @@ def load_audio_crop(
     """
     if max_samples is not None and max_samples <= 0:
         raise ValueError(f"max_samples must be positive, got {max_samples}")
-    path = _require_file(path)
-    handle = _open_or_none(path)
-    if handle is None:
-        return crop(load_audio(path, sampling_rate), max_samples, random=rng is not None, rng=rng)
+    source = path  # any audio source (see the module docstring); encoded bytes are seekable too
+    kind, handle, path = _open_source(source)
+    if kind == "array" or handle is None:  # decoded already, or a format libsndfile cannot seek
+        return crop(load_audio(source, sampling_rate), max_samples, random=rng is not None, rng=rng)
     with handle:
         rate, frames = int(handle.samplerate), int(handle.frames)
         length = frames if rate == sampling_rate else int(math.ceil(frames * sampling_rate / rate))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ser_hf.data.audio import load_audio, load_audio_crop, window_bounds
+from ser_hf.data.audio import describe_audio, load_audio, load_audio_crop, window_bounds
 from ser_hf.data.randomness import example_generator, row_generator
 from ser_hf.data.schema import ATTRIBUTES
 
@@ -42,12 +42,15 @@ class SERTargets:
         code = row.get("label")
         if code is None:
             return IGNORE_INDEX
+        # A ``datasets.ClassLabel`` integer is already the index into the names the model was built from.
+        if isinstance(code, (int, np.integer)) and not isinstance(code, bool) and 0 <= code < len(self.labels or ()):
+            return int(code)
         try:
             return self._index[code]
         except KeyError:
             raise ValueError(
-                f"row {row.get('id')!r} ({row.get('audio')}): label {code!r} is not one of the model's labels "
-                f"{self.labels}"
+                f"row {row.get('id')!r} ({describe_audio(row.get('audio'))}): label {code!r} is not one of the "
+                f"model's labels {self.labels}"
             ) from None
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:

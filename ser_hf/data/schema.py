@@ -63,3 +63,13 @@ def rows_to_dataset_dict(rows: list[dict]) -> datasets.DatasetDict:
         by_split.setdefault(row["split"], []).append(row)
     optional = tuple(name for name in OPTIONAL_FEATURES if any(row.get(name) is not None for row in rows))
     return datasets.DatasetDict({name: rows_to_dataset(part, optional) for name, part in by_split.items()})
+
+
+def column_values(dataset: datasets.Dataset, name: str) -> list:
+    """Every value of one column as a list, read in one batch.
+
+    Why: iterating ``dataset[name]`` (a lazy ``Column`` in datasets >= 4) formats row by row, about
+    20 s per million rows; one slice reads the whole column in milliseconds.
+    """
+    values = dataset[name]
+    return list(values[:]) if not isinstance(values, list) else values

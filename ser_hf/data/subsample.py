@@ -18,6 +18,8 @@ import re
 import datasets
 import numpy as np
 
+from ser_hf.data.schema import column_values
+
 logger = logging.getLogger(__name__)
 
 _PAIR = re.compile(r"^(?P<label>[^:\s;]+):(?P<fraction>[^:\s;]+)$")
@@ -59,7 +61,7 @@ def subsample_classes(
     original order. Returns the subset and ``{class: (rows before, rows after)}`` for every class.
     Unknown classes in ``keep_fractions`` (not in ``labels`` or not in the data) are an error.
     """
-    codes = list(dataset["label"])
+    codes = column_values(dataset, "label")
     present = sorted({c for c in codes if c is not None})
     known = set(labels) if labels is not None else set(present)
     unknown = sorted(set(keep_fractions) - known)

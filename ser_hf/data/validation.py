@@ -14,6 +14,7 @@ import logging
 import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+import os
 from dataclasses import dataclass, field
 
 import datasets
@@ -21,7 +22,7 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from ser_hf.data.audio import AudioError, AudioInfo, probe_audio
+from ser_hf.data.audio import AudioError, AudioInfo, describe_audio, probe_audio
 from ser_hf.data.schema import ATTRIBUTES, COLUMNS, INVALID, SOURCE
 from ser_hf.errors import DataError
 
@@ -172,6 +173,8 @@ class _AudioFacts:
 def _scan(path: str) -> tuple[float, float] | None:
     """(peak, fraction of frames at full scale) of the whole file, read in blocks; None when
     libsndfile cannot open it (formats decoded by librosa at training time are not scanned)."""
+    if not isinstance(path, (str, os.PathLike)):  # bytes / decoded arrays of a datasets input: not scanned
+        return None
     try:
         handle = sf.SoundFile(path)
     except sf.LibsndfileError:
@@ -189,15 +192,15 @@ def _audio_check(path, scan: bool = False) -> _AudioFacts:
     try:
         info = probe_audio(path or "")
     except AudioError as exc:
-        return _AudioFacts(reason=f"{exc.reason}: {path}" if path else exc.reason)
+        return _AudioFacts(reason=f"{exc.reason}: {describe_audio(path)}" if path else exc.reason)
     except OSError as exc:  # e.g. permission denied
-        return _AudioFacts(reason=f"unreadable audio ({exc}): {path}")
+        return _AudioFacts(reason=f"unreadable audio ({exc}): {describe_audio(path)}")
     if not scan:
         return _AudioFacts(info)
     try:
         stats = _scan(path)
     except (sf.LibsndfileError, RuntimeError) as exc:  # the header was fine, the data is not
-        return _AudioFacts(info, f"corrupt audio data ({exc}): {path}")
+        return _AudioFacts(info, f"corrupt audio data ({exc}): {describe_audio(path)}")
     return _AudioFacts(info) if stats is None else _AudioFacts(info, None, *stats)
 
 
@@ -290,7 +293,7 @@ def validate_dataset(
                     durations.append(None if info is None else info.duration)
                     if reasons:
                         report.problems.append(
-                            RowProblem(split, index, row_id, row["audio"], tuple(reasons), row.get(SOURCE))
+                            RowProblem(split, index, row_id, describe_audio(row["audio"]), tuple(reasons), row.get(SOURCE))
                         )
                     elif label is not None:
                         counts[label] += 1

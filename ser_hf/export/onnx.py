@@ -53,7 +53,12 @@ def model_kind(model) -> str:
     kind = getattr(model, "ser_kind", None)
     if kind is not None:
         return kind
-    from ser_hf.modeling import SERFusionModel, SERJointModel, SERModelForSpeech, SERModelForText
+    from ser_hf.modeling import (
+        SERFusionModel,
+        SERJointModel,
+        SERModelForSpeech,
+        SERModelForText,
+    )
 
     for cls, name in ((SERModelForSpeech, "speech"), (SERModelForText, "text"), (SERJointModel, "joint"), (SERFusionModel, "fusion")):
         if isinstance(model, cls):

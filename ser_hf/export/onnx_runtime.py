@@ -13,7 +13,12 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from ser_hf.export.onnx import ONNX_EXPORT_FILE, ONNX_MODEL_FILE, ONNX_QUANTIZED_FILE, is_onnx_export
+from ser_hf.export.onnx import (
+    ONNX_EXPORT_FILE,
+    ONNX_MODEL_FILE,
+    ONNX_QUANTIZED_FILE,
+    is_onnx_export,
+)
 
 
 class ORTSERModel:
@@ -53,7 +58,7 @@ class ORTSERModel:
             self.pooled_size = int(self.session.get_outputs()[self.output_names.index("pooled_output")].shape[-1])
 
     # The torch models' housekeeping methods, so callers need not special-case this backend.
-    def to(self, device):  # noqa: D401
+    def to(self, device):
         if torch.device(device).type != "cpu":
             raise ValueError("the onnx backend runs on CPU here; use backend='torch' for GPUs")
         return self

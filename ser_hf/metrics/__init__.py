@@ -1,6 +1,12 @@
-"""SER metrics: numpy functions plus the same numbers as local (offline) evaluate modules."""
+"""SER metrics as local (offline) ``evaluate`` modules, the path the Trainer and ``ser-hf evaluate``
+report through, plus the same numbers as plain functions for resampling (``functional``).
+
+Each module folder (``ser_classification/``, ``ser_ccc/``) is self-contained (script, metric card
+README.md, app.py, requirements.txt) and can be pushed unchanged as a Hub metric space.
+"""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from ser_hf.metrics.functional import bootstrap_ci, ccc, ccc_per_attribute, classification_metrics
@@ -20,6 +26,7 @@ __all__ = [
     "ccc",
     "ccc_per_attribute",
     "classification_metrics",
+    "compute_metric",
     "load_metric",
     "metric_path",
 ]
@@ -43,3 +50,13 @@ def load_metric(name: str, **kwargs):
     import evaluate
 
     return evaluate.load(str(metric_path(name)), **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached(name: str):
+    return load_metric(name, keep_in_memory=True)  # no Arrow cache files: safe in parallel processes
+
+
+def compute_metric(name: str, **kwargs) -> dict:
+    """``load_metric(name).compute(**kwargs)`` with the module loaded once per process."""
+    return _cached(metric_path(name).stem).compute(**kwargs)

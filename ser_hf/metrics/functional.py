@@ -1,7 +1,9 @@
-"""Plain numpy SER metrics: the single implementation behind the evaluate modules and reports.
+"""SER metrics as plain functions: input checks, then scikit-learn / scipy.
 
-Kept free of torch and evaluate so that evaluation reports, tests and the ``evaluate`` module scripts
-all share one definition of every number.
+The Trainer and `ser-hf evaluate` report through the local ``evaluate`` modules (``ser_hf.metrics``),
+which are self-contained so they can be pushed as Hub metric spaces; these functions make the same
+scikit-learn calls and serve what needs many fast evaluations (``scipy.stats.bootstrap`` resamples,
+per-segment breakdowns). Tests check both give the same numbers.
 """
 from __future__ import annotations
 
@@ -114,13 +116,6 @@ def _as_class_ids(values, what: str, num_classes: int | None) -> np.ndarray:
     return array.astype(np.int64)
 
 
-def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """Element-wise division that yields 0 where the denominator is 0 (sklearn's zero_division=0)."""
-    out = np.zeros(numerator.shape, dtype=np.float64)
-    np.divide(numerator, denominator, out=out, where=denominator != 0)
-    return out
-
-
 def classification_metrics(
     preds,
     references,
@@ -148,31 +143,21 @@ def classification_metrics(
         if len(np.unique(classes)) != len(classes):
             raise ValueError(f"labels contain duplicates: {classes.tolist()}")
 
-    hits = p == r
-    true_positive = np.array([np.sum(hits & (r == c)) for c in classes], dtype=np.float64)
-    predicted = np.array([np.sum(p == c) for c in classes], dtype=np.float64)
-    support = np.array([np.sum(r == c) for c in classes], dtype=np.float64)
+    from sklearn.metrics import f1_score, precision_recall_fscore_support, recall_score
+
+    support = np.array([np.sum(r == c) for c in classes])
     if not support.any():
         raise ValueError(f"none of the classes {classes.tolist()} occurs in the references")
-
-    precision = _safe_divide(true_positive, predicted)
-    recall = _safe_divide(true_positive, support)
-    f1 = _safe_divide(2.0 * true_positive, predicted + support)
-    micro = _safe_divide(np.array(2.0 * true_positive.sum()), np.array(predicted.sum() + support.sum()))
     result = {
-        "macro_f1": float(f1.mean()),
-        "micro_f1": float(micro),
-        "accuracy": float(hits.mean()),
-        "uar": float(recall[support > 0].mean()),
+        "macro_f1": float(f1_score(r, p, labels=classes, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(r, p, labels=classes, average="micro", zero_division=0)),
+        "accuracy": float(np.mean(p == r)),
+        "uar": float(recall_score(r, p, labels=classes[support > 0], average="macro", zero_division=0)),
     }
     if per_class:
+        precision, recall, f1, counts = precision_recall_fscore_support(r, p, labels=classes, zero_division=0)
         result["per_class"] = {
-            int(c): {
-                "precision": float(precision[k]),
-                "recall": float(recall[k]),
-                "f1": float(f1[k]),
-                "support": int(support[k]),
-            }
+            int(c): {"precision": float(precision[k]), "recall": float(recall[k]), "f1": float(f1[k]), "support": int(counts[k])}
             for k, c in enumerate(classes)
         }
     return result
@@ -201,13 +186,17 @@ def bootstrap_ci(
     if p.ndim == 0 or len(p) == 0:
         raise ValueError("predictions are empty")
     _check_same_length(p, r)
-    rng = np.random.default_rng(seed)
-    scores = np.empty(n_resamples, dtype=np.float64)
-    for i in range(n_resamples):
-        rows = rng.integers(0, len(p), size=len(p))
+    from scipy.stats import bootstrap
+
+    def statistic(rows):  # resampled row indices: rows of N x D attribute arrays stay whole
+        rows = rows.astype(np.int64)
         score = metric_fn(p[rows], r[rows])
         if not isinstance(score, (float, int, np.floating, np.integer)) or not np.isfinite(score):
-            raise ValueError(f"metric_fn must return a finite number, got {score!r} on resample {i}")
-        scores[i] = score
-    low, high = np.quantile(scores, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return float(low), float(high)
+            raise ValueError(f"metric_fn must return a finite number, got {score!r}")
+        return float(score)
+
+    result = bootstrap(
+        (np.arange(len(p)),), statistic, n_resamples=n_resamples, confidence_level=1.0 - alpha, method="percentile",
+        vectorized=False, random_state=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)

@@ -1,7 +1,7 @@
 """ser-hf models, registered with the transformers Auto classes on import."""
 from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification, AutoModelForSequenceClassification
 
-from ser_hf.configuration import SERSpeechConfig, SERTextConfig
+from ser_hf.modeling.configuration import SERSpeechConfig, SERTextConfig
 from ser_hf.modeling.base import SEROutput, SERPreTrainedModel
 from ser_hf.modeling.fusion import SERFusionConfig, SERFusionModel, SERJointConfig, SERJointModel
 from ser_hf.modeling.heads import ACTIVATIONS, EmotionHead, get_activation
@@ -24,6 +24,22 @@ def _register() -> None:
 
 
 _register()
+
+
+def _register_for_remote_code() -> None:
+    """Checkpoints carry an ``auto_map`` and the model code, so ``trust_remote_code=True`` loads them
+    where ser-hf is not installed (see ``SERPreTrainedModel.save_pretrained``)."""
+    from ser_hf.modeling.configuration import SERBackboneConfig, SERConfig
+
+    for config_class in (SERConfig, SERBackboneConfig, SERSpeechConfig, SERTextConfig, SERFusionConfig, SERJointConfig):
+        config_class.register_for_auto_class("AutoConfig")
+    SERModelForSpeech.register_for_auto_class("AutoModelForAudioClassification")
+    SERModelForText.register_for_auto_class("AutoModelForSequenceClassification")
+    SERFusionModel.register_for_auto_class("AutoModel")
+    SERJointModel.register_for_auto_class("AutoModel")
+
+
+_register_for_remote_code()
 
 __all__ = [
     "ACTIVATIONS",

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ser_hf.configuration import SERConfig, SERSpeechConfig, SERTextConfig
-from ser_hf.modeling.base import SEROutput, SERPreTrainedModel
+from .configuration import SERConfig, SERSpeechConfig, SERTextConfig
+from .base import SEROutput, SERPreTrainedModel
 
 FUSION_ORDER = ("audio", "text")
 
@@ -192,13 +192,14 @@ class SERJointModel(SERPreTrainedModel):
 
     def __init__(self, config: SERJointConfig):
         super().__init__(config)
-        from ser_hf.modeling.speech import SERModelForSpeech
-        from ser_hf.modeling.text import SERModelForText
+        from .speech import SERModelForSpeech
+        from .text import SERModelForText
 
         self.speech = SERModelForSpeech(config.part_config("speech"))
         self.text = SERModelForText(config.part_config("text"))
         for part in (self.speech, self.text):
             part.classifier = part.regressor = None  # only encoder + pooling are used
+        self._no_split_modules = sorted({*self.speech._no_split_modules, *self.text._no_split_modules})
         sizes = {"audio": self.speech.pooling.output_size, "text": self.text.pooling.output_size}
         self.fusion = FusionInput(sizes, config.input_layer_norm, config.input_dropout)
         self._build_heads(self.fusion.output_size)

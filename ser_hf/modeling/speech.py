@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from transformers import AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
 
-from ser_hf.configuration import SERSpeechConfig
-from ser_hf.modeling.base import SERBackboneModel, SEROutput
+from .configuration import SERSpeechConfig
+from .base import SERBackboneModel, SEROutput
 
 WHISPER_HOP = 160  # samples per mel frame at 16 kHz
 
@@ -67,6 +67,10 @@ class SERModelForSpeech(SERBackboneModel):
         super().__init__(config)
         self.backbone = _build_encoder(config)
         backbone_config = self.backbone.config
+        if backbone_config.model_type == "wavlm":  # nothing reads attention weights: don't keep them
+            from ser_hf.modeling.lean_attention import use_lean_wavlm_attention
+
+            use_lean_wavlm_attention(self.backbone)
         num_hidden_states = backbone_config.num_hidden_layers + 1
         hidden_size = backbone_config.d_model if config.is_whisper else backbone_config.hidden_size
         self._build_pooling_and_heads(hidden_size, num_hidden_states)

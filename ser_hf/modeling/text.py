@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from transformers import AutoModel
 
-from ser_hf.configuration import SERTextConfig
-from ser_hf.modeling.base import SERBackboneModel, SEROutput
+from .configuration import SERTextConfig
+from .base import SERBackboneModel, SEROutput
 
 # BERT-like encoders build an unused pooler layer unless told not to.
 _POOLER_MODELS = {"bert", "roberta", "xlm-roberta", "camembert"}

@@ -224,7 +224,7 @@ def write_cv_reports(
         lines += [f"Command: `{command}`", ""]
     counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "failed", "missing")}
     lines += [
-        f"Protocol: {protocol} ({len(fold_names)} folds). {len(results)} runs: {counts['ok']} ok, "
+        f"Protocol: {protocol}. {len(results)} runs: {counts['ok']} ok, "
         f"{counts['failed']} failed, {counts['missing']} missing.",
         "",
         "Fold mean ± std: every fold's test score weighted equally (sample std over folds and seeds). "
@@ -360,7 +360,7 @@ def run_cv(
             "use another --output_dir or delete them"
         )
     preset = PRESETS.get(str(folds).strip().lower())
-    protocol = preset.description if preset else f"{corpus}, folds={folds}"
+    protocol = preset.description if preset else f"{corpus}, folds={folds} ({len(fold_names)} folds)"
     write_json_atomic(
         os.path.join(output_dir, OUTPUT_FILES["plan"]),
         {"command": command, "base_config": base, "folds": folds, "protocol": protocol, "fold_names": fold_names,

@@ -1,13 +1,11 @@
-"""ser_ccc: concordance correlation coefficient per emotional attribute, as a local evaluate module.
+"""ser_ccc: concordance correlation coefficient per emotional attribute, as an evaluate module.
 
-The math lives in ``ser_hf.metrics.functional`` (imported, not copied) because evaluate copies this
-script into its modules cache, where relative imports cannot reach the package; ser_hf therefore has
-to be importable (installed or on the path) wherever this module is loaded.
+Self-contained (numpy, datasets, evaluate; no ser_hf import), so the folder can be pushed unchanged
+as a Hub metric space; `ser_hf.metrics.functional.ccc` is the same formula.
 """
 import datasets
 import evaluate
-from ser_hf.data.schema import ATTRIBUTES
-from ser_hf.metrics.functional import ccc_per_attribute
+import numpy as np
 
 _DESCRIPTION = (
     "Lin's concordance correlation coefficient (population moments) for each column of N x D "
@@ -23,8 +21,8 @@ Args:
 Returns:
     ccc_<name> for every attribute and ccc_mean, their unweighted mean.
 Example:
-    >>> from ser_hf.metrics import load_metric
-    >>> metric = load_metric("ser_ccc")
+    >>> import evaluate
+    >>> metric = evaluate.load("path/to/ser_ccc")
     >>> metric.compute(predictions=[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]],
     ...                references=[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])["ccc_mean"]
     1.0
@@ -41,6 +39,17 @@ _CITATION = """
   year={1989}
 }
 """
+
+DEFAULT_ATTRIBUTES = ("arousal", "valence", "dominance")
+
+
+def _ccc(p, t):
+    mean_p, mean_t = p.mean(), t.mean()
+    var_p, var_t = np.mean((p - mean_p) ** 2), np.mean((t - mean_t) ** 2)
+    denominator = var_p + var_t + (mean_p - mean_t) ** 2
+    if denominator == 0.0:  # both the same constant: exactly right
+        return 1.0
+    return float(2.0 * np.mean((p - mean_p) * (t - mean_t)) / denominator)
 
 
 class SerCcc(evaluate.Metric):
@@ -60,5 +69,22 @@ class SerCcc(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, attribute_names=None):
-        names = ATTRIBUTES if attribute_names is None else attribute_names
-        return ccc_per_attribute(predictions, references, names)
+        p = np.asarray(predictions, dtype=np.float64)
+        t = np.asarray([[np.nan if v is None else v for v in row] for row in references], dtype=np.float64)
+        if p.ndim != 2 or p.shape != t.shape or p.shape[0] == 0:
+            raise ValueError(f"predictions {p.shape} and references {t.shape} must be the same non-empty N x D")
+        names = list(DEFAULT_ATTRIBUTES if attribute_names is None else attribute_names)
+        if len(names) != p.shape[1] or len(set(names)) != len(names):
+            raise ValueError(f"need {p.shape[1]} unique attribute names, got {names}")
+        result = {}
+        for column, name in enumerate(names):
+            if not np.isfinite(p[:, column]).all():
+                raise ValueError(f"prediction for {name!r} in row {int(np.flatnonzero(~np.isfinite(p[:, column]))[0])} is not finite")
+            if np.isinf(t[:, column]).any():
+                raise ValueError(f"target for {name!r} in row {int(np.flatnonzero(np.isinf(t[:, column]))[0])} is infinite")
+            annotated = ~np.isnan(t[:, column])
+            if not annotated.any():
+                raise ValueError(f"no row has an annotated {name!r} target, so its CCC is undefined")
+            result[f"ccc_{name}"] = _ccc(p[annotated, column], t[annotated, column])
+        result["ccc_mean"] = float(np.mean(list(result.values())))
+        return result

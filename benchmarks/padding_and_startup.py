@@ -1,0 +1,224 @@
+"""Padding per recipe and start-up time at corpus scale.
+
+1. **Real-frame fraction** of every speech recipe's training batches on its own corpus layout:
+   real audio seconds / padded seconds (longest crop in the batch x batch size) over one epoch of
+   the recipe's sampler, batch size and crop, with ``group_by_length`` off (the round-1 default,
+   the baseline) and on (the new default), and with a ``max_batch_seconds`` budget. Layouts:
+   MSP-Podcast: lognormal durations, median 5 s, clipped to 2.75-11 s, the corpus's class skew;
+   EmoDB: the real 535 files' durations and labels (``$SER_HF_EMODB``, default
+   /work/shared/data/emodb); demo: the synthetic corpus's own generator settings.
+2. **Second start of a 100k-row manifest**: a fresh process loads a 100,000-row manifest, builds
+   `SERTrainer` (class counts, the length-grouped up-sampler over cached durations) and draws the
+   first training batch. Run twice: the first start reads every header (and writes the durations
+   cache), the second only stats the files. The files are hard links of a few short WAVs (the cost
+   measured is opening the header, not decoding). Audio validation (`ser-hf validate`, the
+   ``validate_audio`` pass of `train`) is another engineer's part and is not included.
+
+    python benchmarks/padding_and_startup.py [--rows 100000] [--skip-startup]
+
+Writes benchmarks/results/padding_and_startup.json atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+MSP_CLASSES = {"N": 0.46, "H": 0.16, "A": 0.08, "S": 0.08, "C": 0.12, "U": 0.05, "D": 0.03, "F": 0.02}
+
+
+def msp_layout(n: int = 60_000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(rng.lognormal(np.log(5.0), 0.5, n), 2.75, 11.0)
+    labels = rng.choice(len(MSP_CLASSES), size=n, p=list(MSP_CLASSES.values()))
+    return lengths, labels
+
+
+def emodb_layout():
+    import soundfile as sf
+
+    root = os.environ.get("SER_HF_EMODB", "/work/shared/data/emodb")
+    folder = os.path.join(root, "wav") if os.path.isdir(os.path.join(root, "wav")) else root
+    names = sorted(f for f in os.listdir(folder) if f.endswith(".wav"))
+    lengths = np.array([sf.info(os.path.join(folder, f)).duration for f in names])
+    codes = [f[5] for f in names]  # EmoDB file names: 03a01Fa.wav -> class letter at position 5
+    classes = sorted(set(codes))
+    return lengths, np.array([classes.index(c) for c in codes])
+
+
+def demo_layout(n: int = 600, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    from ser_hf.data.corpora.synthetic import DURATION_RANGE_S
+
+    return rng.uniform(*DURATION_RANGE_S, n), rng.choice(4, size=n, p=[0.4, 0.3, 0.2, 0.1])
+
+
+RECIPES = {
+    "msp_podcast/speech_cat": msp_layout,
+    "msp_podcast/speech_dim": msp_layout,
+    "emodb/config": emodb_layout,
+    "emodb/config_wavlm": emodb_layout,
+    "demo/speech": demo_layout,
+}
+
+
+def real_frame_fraction(lengths, labels, sampler: str, batch_size: int, crop: float, grouped: bool,
+                        max_batch_seconds: float | None = None, epochs: int = 2) -> float:
+    from ser_hf.samplers import build_batch_sampler
+
+    cropped = np.minimum(lengths, crop)
+    s = build_batch_sampler(sampler, labels.tolist(), batch_size, lengths=cropped.tolist(), group_by_length=grouped,
+                            max_batch_seconds=max_batch_seconds, seed=0)
+    real = padded = 0.0
+    for epoch in range(epochs):
+        for batch in s.epoch_batches(epoch):
+            real += cropped[batch].sum()
+            padded += cropped[batch].max() * len(batch)
+    return float(real / padded)
+
+
+def padding_table() -> list[dict]:
+    rows = []
+    for recipe, layout in RECIPES.items():
+        with open(os.path.join(ROOT, "recipes", recipe + ".yaml"), encoding="utf-8") as handle:
+            config = yaml.safe_load(handle)
+        lengths, labels = layout()
+        sampler = config.get("sampler", "none")
+        batch_size = int(config.get("per_device_train_batch_size", 8))
+        crop = float(config.get("max_audio_seconds", 12.0))
+        budget = batch_size * float(np.median(np.minimum(lengths, crop)))
+        row = {
+            "recipe": recipe, "sampler": sampler, "batch_size": batch_size, "crop_seconds": crop,
+            "group_by_length_in_recipe": bool(config.get("group_by_length", True)), "utterances": len(lengths),
+            "median_seconds": float(np.median(lengths)),
+            "fraction_ungrouped": real_frame_fraction(lengths, labels, sampler, batch_size, crop, False),
+            "fraction_grouped": real_frame_fraction(lengths, labels, sampler, batch_size, crop, True),
+            "max_batch_seconds": budget,
+            "fraction_seconds_budget": real_frame_fraction(lengths, labels, sampler, batch_size, crop, True, budget),
+        }
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------ start-up
+def write_manifest(folder: str, rows: int) -> str:
+    import soundfile as sf
+
+    audio = os.path.join(folder, "wav")
+    os.makedirs(audio)
+    rng = np.random.default_rng(0)
+    labels = rng.choice(list(MSP_CLASSES), size=rows, p=list(MSP_CLASSES.values()))
+    path = os.path.join(folder, "manifest.csv")
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "audio", "label", "split"])
+        for i in range(rows):
+            name = f"u{i:06d}.wav"
+            if i % 50_000 == 0:  # a file system allows ~65k links per inode
+                source = os.path.join(folder, f"source{i}.wav")
+                sf.write(source, np.zeros(1600, dtype=np.float32), 16000)
+            os.link(source, os.path.join(audio, name))
+            writer.writerow([f"u{i:06d}", f"wav/{name}", labels[i], "train"])
+    return path
+
+
+def startup_child(manifest: str) -> dict:
+    """Seconds from process start to the first training batch, by phase."""
+    start = time.perf_counter()
+    import datasets
+
+    datasets.disable_progress_bars()
+    from ser_hf.configuration import SERSpeechConfig
+    from ser_hf.data.collators import SERTargets, SpeechCollator
+    from ser_hf.data.corpora import load_corpus
+    from ser_hf.modeling import SERModelForSpeech, build_feature_extractor
+    from ser_hf.tiny import tiny_speech_backbone
+    from ser_hf.trainer import SERTrainer
+    from ser_hf.training_args import SERTrainingArguments
+
+    phases = {"imports": time.perf_counter() - start}
+    t = time.perf_counter()
+    corpus = load_corpus("manifest", manifest)
+    phases["manifest"] = time.perf_counter() - t
+    t = time.perf_counter()
+    config = SERSpeechConfig(backbone_config=tiny_speech_backbone(), task="categorical", labels=list(MSP_CLASSES))
+    model = SERModelForSpeech(config)
+    extractor = build_feature_extractor(config)
+    with tempfile.TemporaryDirectory() as out:
+        args = SERTrainingArguments(output_dir=out, per_device_train_batch_size=32, sampler="up", group_by_length=True,
+                                    report_to=[], disable_tqdm=True, use_cpu=True, save_strategy="no")
+        trainer = SERTrainer(model=model, args=args, train_dataset=corpus["train"],
+                             data_collator=SpeechCollator(extractor, SERTargets.for_config(config)))
+        phases["trainer"] = time.perf_counter() - t
+        t = time.perf_counter()
+        loader = trainer.get_train_dataloader()
+        phases["sampler_with_durations"] = time.perf_counter() - t
+        t = time.perf_counter()
+        next(iter(loader))
+        phases["first_batch"] = time.perf_counter() - t
+    phases["total_before_first_step"] = time.perf_counter() - start
+    return phases
+
+
+def startup(rows: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), HF_DATASETS_OFFLINE="1",
+               HF_HUB_OFFLINE="1")
+    with tempfile.TemporaryDirectory() as folder:
+        t = time.perf_counter()
+        manifest = write_manifest(folder, rows)
+        print(f"wrote a {rows}-row manifest in {time.perf_counter() - t:.1f} s", flush=True)
+        runs = {}
+        for name in ("first_start", "second_start"):
+            done = subprocess.run([sys.executable, __file__, "--child", manifest], env=env, capture_output=True, text=True)
+            if done.returncode:
+                sys.stderr.write(done.stderr[-4000:])
+                raise SystemExit("start-up child failed")
+            runs[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(name, {k: round(v, 2) for k, v in runs[name].items()}, flush=True)
+    return {"rows": rows, **runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--skip-startup", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--output", default=os.path.join(HERE, "results", "padding_and_startup.json"))
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(startup_child(args.child)))
+        return
+    rows = padding_table()
+    print(f"{'recipe':24} {'sampler':7} {'batch':>5} {'crop s':>6} {'ungrouped':>9} {'grouped':>8} "
+          f"{'budget s':>8} {'budget':>7}")
+    for r in rows:
+        print(f"{r['recipe']:24} {r['sampler']:7} {r['batch_size']:5d} {r['crop_seconds']:6.1f} "
+              f"{r['fraction_ungrouped']:9.3f} {r['fraction_grouped']:8.3f} {r['max_batch_seconds']:8.1f} "
+              f"{r['fraction_seconds_budget']:7.3f}")
+    result = {"benchmark": "padding_and_startup", "real_frame_fraction": rows,
+              "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_average": os.getloadavg()},
+              "command": "python benchmarks/padding_and_startup.py " + " ".join(sys.argv[1:])}
+    if not args.skip_startup:
+        result["startup"] = startup(args.rows)
+    from ser_hf.io import write_json_atomic
+
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    write_json_atomic(args.output, result)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
