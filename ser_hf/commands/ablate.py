@@ -12,12 +12,7 @@ import argparse
 import shlex
 import sys
 
-
-def _seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds must be comma-separated integers, got {text!r}") from None
+from ser_hf.commands.sweep_options import add_engine_arguments, add_run_set_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,25 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid", nargs="+", required=True, metavar="KEY=V1,V2",
         help="Grid axes: any DataArguments/ModelArguments/SERTrainingArguments field with comma-separated values.",
     )
-    parser.add_argument(
-        "--set", nargs="+", default=[], metavar="KEY=VALUE", dest="fixed",
-        help="Values for every run on top of the base config (the value is taken whole, commas included).",
-    )
-    parser.add_argument("--seeds", type=_seeds, default=None, help="Comma-separated seeds (default: the config's seed).")
-    parser.add_argument("--output_dir", default=None, help="Sweep folder (default: ablations/<config name>).")
-    parser.add_argument(
-        "--devices", default="auto",
-        help="auto (every visible GPU, else cpu), cpu, or comma-separated GPU ids, one CUDA_VISIBLE_DEVICES per run.",
-    )
-    parser.add_argument("--jobs", type=int, default=None, help="Runs at a time (default: one per device; 1 on CPU).")
-    parser.add_argument(
-        "--launcher", choices=("auto", "fork", "subprocess"), default="auto",
-        help="fork: children of a preloaded fork server (CPU, saves import time); subprocess: fresh interpreters "
-        "(used with GPUs). auto picks.",
-    )
-    parser.add_argument("--max_runs", type=int, default=None, help="Run at most this many unfinished runs, then stop.")
-    parser.add_argument("--run_timeout", type=float, default=None, help="Seconds after which a run is killed and marked failed.")
-    parser.add_argument("--no_retry_failed", action="store_true", help="Keep recorded failures instead of rerunning them.")
+    add_run_set_arguments(parser, default_output="ablations/<config name>")
+    add_engine_arguments(parser)
     parser.add_argument("--metric", default=None, help="Primary metric (default macro_f1, or ccc_mean for attributes).")
     parser.add_argument("--compare", default=None, help="Grid key shown side by side: one table column and bar series per value.")
     parser.add_argument("--dry_run", action="store_true", help="Validate and list the runs, run nothing, write the tables.")

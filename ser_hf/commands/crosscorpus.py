@@ -15,7 +15,7 @@ import argparse
 import shlex
 import sys
 
-from ser_hf.commands.ablate import _seeds
+from ser_hf.commands.sweep_options import add_engine_arguments, add_run_set_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,14 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--corpora", nargs="+", default=[], metavar="NAME[=PATH]", help="Corpora and their folders (emodb=/data/emodb synthetic).")
     parser.add_argument("--corpora_file", default=None, help="YAML mapping name -> {data_path, corpus_options, train_split, test_split, corpus}.")
     parser.add_argument("--label_map", default="shared", help="Shared class set: 'shared' (neutral, happy, angry, sad) or a YAML label map.")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="fixed", help="Values for every run on top of the config.")
-    parser.add_argument("--seeds", type=_seeds, default=None, help="Comma-separated seeds (default: the config's seed).")
-    parser.add_argument("--output_dir", default=None, help="Output folder (default: crosscorpus/<corpora>).")
+    add_run_set_arguments(parser, default_output="crosscorpus/<corpora>")
     parser.add_argument("--metric", default="macro_f1", help="Metric of the heatmap (macro_f1, uar or accuracy).")
-    parser.add_argument("--devices", default="auto", help="auto (every visible GPU, else cpu), cpu, or comma-separated GPU ids.")
-    parser.add_argument("--jobs", type=int, default=None, help="Runs at a time (default: one per device).")
-    parser.add_argument("--launcher", choices=("auto", "fork", "subprocess"), default="auto", help="How runs are started.")
-    parser.add_argument("--run_timeout", type=float, default=None, help="Seconds after which a run is killed and marked failed.")
+    add_engine_arguments(parser, partial_runs=False)
     parser.add_argument("--dry_run", action="store_true", help="Validate and list the runs, run nothing.")
     return parser
 

@@ -13,7 +13,7 @@ import argparse
 import shlex
 import sys
 
-from ser_hf.commands.ablate import _seeds
+from ser_hf.commands.sweep_options import add_engine_arguments, add_run_set_arguments
 
 
 def _folds_list(text: str) -> list[int]:
@@ -39,15 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dev_fold", action="store_true", help="Hold out the next fold as dev (for eval_strategy/early stopping).")
     parser.add_argument("--only_folds", type=_folds_list, default=None, help="Run only these fold indices (comma-separated).")
     parser.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2", help="Optional grid axes (as for ser-hf ablate).")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="fixed", help="Values for every run on top of the config.")
-    parser.add_argument("--seeds", type=_seeds, default=None, help="Comma-separated seeds (default: the config's seed).")
-    parser.add_argument("--output_dir", default=None, help="CV folder (default: cv/<config name>).")
-    parser.add_argument("--devices", default="auto", help="auto (every visible GPU, else cpu), cpu, or comma-separated GPU ids.")
-    parser.add_argument("--jobs", type=int, default=None, help="Runs at a time (default: one per device).")
-    parser.add_argument("--launcher", choices=("auto", "fork", "subprocess"), default="auto", help="How runs are started (see ser-hf ablate).")
-    parser.add_argument("--max_runs", type=int, default=None, help="Run at most this many unfinished runs, then stop.")
-    parser.add_argument("--run_timeout", type=float, default=None, help="Seconds after which a run is killed and marked failed.")
-    parser.add_argument("--no_retry_failed", action="store_true", help="Keep recorded failures instead of rerunning them.")
+    add_run_set_arguments(parser, default_output="cv/<config name>")
+    add_engine_arguments(parser)
     parser.add_argument("--metric", default=None, help="Primary metric (default macro_f1, or ccc_mean for attributes).")
     parser.add_argument("--dry_run", action="store_true", help="Validate and list the fold runs, run nothing.")
     return parser
