@@ -481,6 +481,8 @@ class SERTrainer(Trainer):
         shows at once); `evaluation_loop` puts the outputs back in dataset order."""
         if not self.args.group_by_length or eval_dataset is None or not hasattr(eval_dataset, "column_names"):
             return super()._get_eval_sampler(eval_dataset)
+        if getattr(self.data_collator, "window_long_inputs", False):
+            return super()._get_eval_sampler(eval_dataset)  # windowed batches keep the dataset order
         lengths = self.dataset_lengths(eval_dataset)
         if lengths is None:
             return super()._get_eval_sampler(eval_dataset)
@@ -560,10 +562,12 @@ def _checkpointing_with_layerdrop(model: torch.nn.Module, args: SERTrainingArgum
     "Expected to have finished reduction in the prior iteration". Non-reentrant checkpointing (the
     default here) works with the detection, so it is switched back on -- unless the user chose.
     """
-    if not args.activation_checkpointing or args.ddp_find_unused_parameters is not None:
-        return
     layerdrop = max((getattr(getattr(m, "config", None), "layerdrop", 0.0) or 0.0 for m in model.modules()), default=0.0)
-    if layerdrop <= 0:
+    if args.ddp_find_unused_parameters is not None:
+        return  # the user chose
+    # Every trainable parameter gets a gradient each step unless layerdrop skips layers.
+    args.ddp_find_unused_parameters = layerdrop > 0
+    if layerdrop <= 0 or not args.activation_checkpointing:
         return
     options = dict(args.activation_checkpointing_kwargs or {})
     if options.get("use_reentrant", False):
@@ -572,7 +576,6 @@ def _checkpointing_with_layerdrop(model: torch.nn.Module, args: SERTrainingArgum
             "use use_reentrant=False (the default) or set the backbone's layerdrop to 0"
         )
     args.activation_checkpointing_kwargs = {**options, "use_reentrant": False}
-    args.ddp_find_unused_parameters = True
     logger.info("activation checkpointing with layerdrop %.2f: DDP unused-parameter detection on", layerdrop)
 
 

@@ -221,6 +221,8 @@ class SERTrainingArguments(TrainingArguments):
 
             warn_gpu_config_on_cpu()
             self.use_cpu = True
+        # ddp_find_unused_parameters left unset is decided by SERTrainer from the model: off (every trainable
+        # parameter gets a gradient each step) unless the backbone's layerdrop skips layers.
         super().__post_init__()
 
     def _check_strategy_fields(self) -> None:
