@@ -237,8 +237,12 @@ class SERBatchSampler:
             mega = share[start : start + window]
             mega = mega[np.argsort(-self.lengths[mega], kind="stable")]
             batches.extend(mega[i : i + self.batch_size].tolist() for i in range(0, len(mega), self.batch_size))
-        order = self._rng(epoch, _BATCH_ORDER_STREAM, self.rank).permutation(len(batches))
-        return [batches[i] for i in order]
+        # Shuffle the full batches only; a short batch stays last, where it falls without grouping (every
+        # rank then runs the same sequence of full/short steps, which distributed training relies on).
+        full = [b for b in batches if len(b) == self.batch_size]
+        short = [b for b in batches if len(b) != self.batch_size]
+        order = self._rng(epoch, _BATCH_ORDER_STREAM, self.rank).permutation(len(full))
+        return [full[i] for i in order] + short
 
     def _seconds_budget_batches(self, epoch: int) -> list[list[int]]:
         """Global batches filling ``max_batch_seconds`` of padded audio, then this rank's share."""

@@ -567,15 +567,18 @@ def _checkpointing_with_layerdrop(model: torch.nn.Module, args: SERTrainingArgum
         return  # the user chose
     # Every trainable parameter gets a gradient each step unless layerdrop skips layers.
     args.ddp_find_unused_parameters = layerdrop > 0
-    if layerdrop <= 0 or not args.activation_checkpointing:
+    # transformers renamed gradient_checkpointing to activation_checkpointing; read either.
+    checkpointing = getattr(args, "activation_checkpointing", getattr(args, "gradient_checkpointing", False))
+    if layerdrop <= 0 or not checkpointing:
         return
-    options = dict(args.activation_checkpointing_kwargs or {})
+    options = dict(getattr(args, "activation_checkpointing_kwargs", getattr(args, "gradient_checkpointing_kwargs", None)) or {})
     if options.get("use_reentrant", False):
         raise ValueError(
             f"activation checkpointing with use_reentrant=True cannot run with layerdrop={layerdrop} under DDP; "
             "use use_reentrant=False (the default) or set the backbone's layerdrop to 0"
         )
-    args.activation_checkpointing_kwargs = {**options, "use_reentrant": False}
+    kwargs_field = "activation_checkpointing_kwargs" if hasattr(args, "activation_checkpointing_kwargs") else "gradient_checkpointing_kwargs"
+    setattr(args, kwargs_field, {**options, "use_reentrant": False})
     logger.info("activation checkpointing with layerdrop %.2f: DDP unused-parameter detection on", layerdrop)
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _attention_without_weights(self, hidden_states, attention_mask, gated_position_bias):
+def _attention_without_weights(self, hidden_states, attention_mask, gated_position_bias, *_output_attentions):
     query = key = value = hidden_states.transpose(0, 1)
     key_padding_mask = attention_mask.ne(1) if attention_mask is not None else None
     if key_padding_mask is not None:
