@@ -482,11 +482,18 @@ class SERTrainer(Trainer):
         if not self.args.group_by_length or eval_dataset is None or not hasattr(eval_dataset, "column_names"):
             return super()._get_eval_sampler(eval_dataset)
         if getattr(self.data_collator, "window_long_inputs", False):
-            return super()._get_eval_sampler(eval_dataset)  # windowed batches keep the dataset order
+            return self._dataset_order_sampler(eval_dataset)  # windowed batches keep the dataset order
         lengths = self.dataset_lengths(eval_dataset)
         if lengths is None:
-            return super()._get_eval_sampler(eval_dataset)
+            return self._dataset_order_sampler(eval_dataset)
         return LengthSortedSampler(np.argsort(-np.asarray(lengths), kind="stable"))
+
+    def _dataset_order_sampler(self, eval_dataset):
+        """Evaluation in dataset order even with group_by_length on (transformers 5.0's own eval sampler
+        would group by an `input_values` length the manifest rows do not have)."""
+        if self.args.world_size <= 1:
+            return torch.utils.data.SequentialSampler(eval_dataset)
+        return super()._get_eval_sampler(eval_dataset)
 
     def _training_collator(self):
         """The training variant of the collator: random crops, augmentation, mixing and soft targets."""

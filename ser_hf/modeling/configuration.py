@@ -46,6 +46,9 @@ class SERConfig(PretrainedConfig):
     """
 
     model_type = "ser"
+    # A categorical config cannot be built without its labels; tells transformers (5.0's save path builds a
+    # default instance to diff against) not to try.
+    has_no_defaults_at_init = True
 
     def __init__(
         self,
