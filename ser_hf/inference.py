@@ -798,10 +798,13 @@ def _run_pending(context, units, entries, batched, streamed, journal, workers, p
     total_files = sum(len(u.files) for _, u in batched + streamed)
     with tqdm(total=total_files, desc="predict", unit="file", disable=not progress or total_files < 2) as bar:
         if batched:
+            from ser_hf.prediction_output import release_inherited_locks
+
             loader = torch.utils.data.DataLoader(
                 _UnitDataset(context, batched), batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
                 prefetch_factor=4 if workers else None,
                 multiprocessing_context=_fork_context() if workers else None,
+                worker_init_fn=release_inherited_locks if workers else None,
             )
             for unit_id, items, errors, inputs in loader:
                 for error in errors:

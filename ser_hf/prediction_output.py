@@ -48,6 +48,7 @@ def locked_output_dir(output_dir: str | os.PathLike) -> Iterator[str]:
         raise ValueError(f"output_dir {output_dir} exists and is not a folder")
     os.makedirs(output_dir, exist_ok=True)
     handle = open(os.path.join(output_dir, LOCK_NAME), "a")
+    _HELD_LOCKS.append(handle)
     try:
         try:
             import fcntl
@@ -60,7 +61,22 @@ def locked_output_dir(output_dir: str | os.PathLike) -> Iterator[str]:
         clean_stale(output_dir)
         yield output_dir
     finally:
+        _HELD_LOCKS.remove(handle)
         handle.close()
+
+
+_HELD_LOCKS: list = []
+
+
+def release_inherited_locks(_worker_id: int | None = None) -> None:
+    """DataLoader ``worker_init_fn``: close the lock files a forked worker inherited. An flock belongs to
+    the open file, shared with every forked child, so a worker outliving a killed parent would otherwise
+    keep the folder locked and refuse the rerun that should resume it."""
+    for handle in _HELD_LOCKS:
+        try:
+            os.close(handle.fileno())
+        except OSError:
+            pass
 
 
 def clean_stale(output_dir: str) -> list[str]:

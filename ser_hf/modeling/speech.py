@@ -6,6 +6,7 @@ from transformers import AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtract
 
 from .configuration import SERSpeechConfig
 from .base import SERBackboneModel, SEROutput
+from .lean_attention import use_lean_wavlm_attention
 
 WHISPER_HOP = 160  # samples per mel frame at 16 kHz
 
@@ -68,8 +69,6 @@ class SERModelForSpeech(SERBackboneModel):
         self.backbone = _build_encoder(config)
         backbone_config = self.backbone.config
         if backbone_config.model_type == "wavlm":  # nothing reads attention weights: don't keep them
-            from ser_hf.modeling.lean_attention import use_lean_wavlm_attention
-
             use_lean_wavlm_attention(self.backbone)
         num_hidden_states = backbone_config.num_hidden_layers + 1
         hidden_size = backbone_config.d_model if config.is_whisper else backbone_config.hidden_size
