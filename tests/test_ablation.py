@@ -4,6 +4,7 @@ here are kept to a handful of one-epoch runs."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -12,16 +13,14 @@ import datasets
 import numpy as np
 import pytest
 
-from ser_hf.ablation import (
-    LOG_FILE,
-    OUTPUT_FILES,
-    convert_value,
-    parse_assignments,
-    run_ablation,
-    summarize,
-    summary_markdown,
-)
+from ser_hf.sweeps.ablation import run_ablation
+from ser_hf.sweeps.grid import convert_value, parse_assignments
+from ser_hf.sweeps.reports import OUTPUT_FILES, summary_markdown
+from ser_hf.sweeps.runner import LOG_FILE, SweepEngine
+from ser_hf.sweeps.statistics import summarize
 from ser_hf.data.subsample import apply_imbalance, parse_imbalance, subsample_classes
+
+QUIET_CPU = SweepEngine(devices="cpu", progress=lambda line: None)
 
 SYNTHETIC = {"num_utterances": 96, "num_speakers": 6}
 
@@ -72,10 +71,11 @@ def test_sweep_resumes_only_missing_runs_and_writes_table_and_chart(tmp_path, sy
     out = tmp_path / "sweep"
     grid = {"loss": ["ce", "focal"], "activation": ["relu", "mish"]}
     lines: list[str] = []
-    kwargs = dict(seeds=[0], output_dir=str(out), devices="cpu", progress=lines.append)
+    engine = SweepEngine(devices="cpu", progress=lines.append)
+    kwargs = dict(seeds=[0], output_dir=str(out), engine=engine)
 
     # "Killed" after two runs: the other two cells are missing, and reported as such.
-    first = run_ablation(base_config(), grid, max_runs=2, **kwargs)
+    first = run_ablation(base_config(), grid, seeds=[0], output_dir=str(out), engine=dataclasses.replace(engine, max_runs=2))
     assert (first.counts.ran, first.counts.ok, first.counts.not_run, first.counts.skipped) == (2, 2, 2, 0)
     assert [r["status"] for r in first.results] == ["ok", "ok", "missing", "missing"]
     assert "Missing runs (not run yet): 2 in 2 cells" in (out / OUTPUT_FILES["summary_md"]).read_text()
@@ -123,8 +123,7 @@ def test_failed_run_is_recorded_not_fatal(tmp_path, synthetic_corpus):
     out = tmp_path / "sweep"
     grid = {"train_split": ["train", "nosuch"]}  # valid type, fails inside the run (no such split)
     report = run_ablation(
-        base_config(), grid, fixed={"imbalance": ["N:0.5"]}, seeds=[0], output_dir=str(out), devices="cpu",
-        progress=lambda line: None,
+        base_config(), grid, fixed={"imbalance": ["N:0.5"]}, seeds=[0], output_dir=str(out), engine=QUIET_CPU,
     )
     assert (report.counts.ok, report.counts.failed) == (1, 1)
     ok, failed = read_csv(out / OUTPUT_FILES["results"])
@@ -140,18 +139,18 @@ def test_failed_run_is_recorded_not_fatal(tmp_path, synthetic_corpus):
     assert "| nosuch | failed | failed |" in table and "Failed runs:" in table
 
     again = run_ablation(
-        base_config(), grid, fixed={"imbalance": ["N:0.5"]}, seeds=[0], output_dir=str(out), devices="cpu",
-        retry_failed=False, progress=lambda line: None,
+        base_config(), grid, fixed={"imbalance": ["N:0.5"]}, seeds=[0], output_dir=str(out),
+        engine=dataclasses.replace(QUIET_CPU, retry_failed=False),
     )
     assert (again.counts.ran, again.counts.skipped) == (0, 2)
 
 
 def test_subprocess_launcher_runs_a_fresh_interpreter(tmp_path, synthetic_corpus):
-    """The GPU launcher (python -m ser_hf.ablation RUN_DIR, one CUDA_VISIBLE_DEVICES per run), here on
+    """The GPU launcher (python -m ser_hf.sweeps.runner RUN_DIR, one CUDA_VISIBLE_DEVICES per run), here on
     CPU with a run that fails once its data are loaded: the failure comes back from the child."""
     report = run_ablation(
-        base_config(), {"test_split": ["nosuch"]}, seeds=[0], output_dir=str(tmp_path / "sweep"), devices="cpu",
-        launcher="subprocess", progress=lambda line: None,
+        base_config(), {"test_split": ["nosuch"]}, seeds=[0], output_dir=str(tmp_path / "sweep"),
+        engine=dataclasses.replace(QUIET_CPU, launcher="subprocess"),
     )
     (row,) = report.results
     assert (report.counts.ran, row["status"]) == (1, "failed")
@@ -176,7 +175,7 @@ def test_subprocess_launcher_runs_a_fresh_interpreter(tmp_path, synthetic_corpus
 )
 def test_grid_is_validated_before_any_run(tmp_path, grid, message):
     with pytest.raises(ValueError, match=message):
-        run_ablation(base_config(), grid, output_dir=str(tmp_path / "x"), devices="cpu", progress=lambda line: None)
+        run_ablation(base_config(), grid, output_dir=str(tmp_path / "x"), engine=QUIET_CPU)
     assert not (tmp_path / "x" / "runs").exists()
 
 
@@ -289,7 +288,8 @@ def test_subsample_classes_is_deterministic_and_touches_only_listed_classes():
 
 
 def test_paired_effects_pair_runs_that_differ_in_one_setting():
-    from ser_hf.ablation import effects_markdown, paired_effects
+    from ser_hf.sweeps.reports import effects_markdown
+    from ser_hf.sweeps.statistics import paired_effects
 
     scores = {("ce", "relu"): [0.30, 0.40], ("focal", "relu"): [0.35, 0.50], ("ce", "mish"): [0.32, 0.41],
               ("focal", "mish"): [0.30, None]}

@@ -10,6 +10,7 @@ import os
 import pytest
 import yaml
 
+from ser_hf.sweeps.runner import SweepEngine
 from ser_hf.data.label_maps import SHARED_CLASSES, apply_label_map, resolve_label_map
 from ser_hf.data.schema import rows_to_dataset_dict
 from ser_hf.sweeps.crosscorpus import OUTPUT_FILES, parse_corpora, run_crosscorpus
@@ -65,8 +66,8 @@ def test_crosscorpus_matrix_heatmap_and_resume(tmp_path):
     config.pop("corpus_options")
     out = tmp_path / "cc"
     lines: list[str] = []
-    report = run_crosscorpus(config, {"syn_a": SYN_A, "syn_b": SYN_B}, seeds=[0], output_dir=str(out), devices="cpu",
-                             progress=lines.append)  # fmt: skip
+    report = run_crosscorpus(config, {"syn_a": SYN_A, "syn_b": SYN_B}, seeds=[0], output_dir=str(out),
+                             engine=SweepEngine(devices="cpu", progress=lines.append))  # fmt: skip
     assert (report.counts.ran, report.counts.ok) == (2, 2)
     table = report.matrix["macro_f1"]
     assert all(0.0 <= table[a][b] <= 1.0 for a in ("syn_a", "syn_b") for b in ("syn_a", "syn_b"))
@@ -93,8 +94,8 @@ def test_crosscorpus_matrix_heatmap_and_resume(tmp_path):
     image = matplotlib.image.imread(report.heatmap)
     assert image.shape[:2] == figure_pixels(matrix_size(2))[::-1] and image[..., :3].std() > 0.05
 
-    again = run_crosscorpus(config, {"syn_a": SYN_A, "syn_b": SYN_B}, seeds=[0], output_dir=str(out), devices="cpu",
-                            progress=lines.append)  # fmt: skip
+    again = run_crosscorpus(config, {"syn_a": SYN_A, "syn_b": SYN_B}, seeds=[0], output_dir=str(out),
+                            engine=SweepEngine(devices="cpu", progress=lines.append))  # fmt: skip
     assert (again.counts.ran, again.counts.skipped) == (0, 2)
     assert not math.isnan(again.matrix["uar"]["syn_b"]["syn_a"])
 

@@ -15,6 +15,7 @@ import datasets
 import pytest
 import yaml
 
+from ser_hf.sweeps.runner import SweepEngine
 from ser_hf.data.folds import PRESETS, apply_fold, fold_assignment, resolve_scheme, session_of
 from ser_hf.data.schema import rows_to_dataset_dict
 from ser_hf.sweeps.cv import OUTPUT_FILES, run_cv
@@ -107,7 +108,7 @@ def cv_config() -> dict:
 def test_cv_runs_every_fold_and_pools_predictions(tmp_path, synthetic_corpus):
     out = tmp_path / "cv"
     lines: list[str] = []
-    kwargs = dict(seeds=[0], output_dir=str(out), devices="cpu", progress=lines.append)
+    kwargs = dict(seeds=[0], output_dir=str(out), engine=SweepEngine(devices="cpu", progress=lines.append))
     report = run_cv(cv_config(), "2", **kwargs)
     assert (report.counts.ran, report.counts.ok) == (2, 2)
     logs = [run.run_dir for run in report.runs]

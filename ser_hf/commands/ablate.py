@@ -12,7 +12,7 @@ import argparse
 import shlex
 import sys
 
-from ser_hf.commands.sweep_options import add_engine_arguments, add_run_set_arguments
+from ser_hf.commands.sweep_options import add_engine_arguments, add_run_set_arguments, engine_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,17 +48,11 @@ def main(argv: list[str] | None = None) -> int:
             seeds=args.seeds,
             output_dir=args.output_dir,
             fixed=fixed,
-            devices=args.devices,
-            jobs=args.jobs,
-            launcher=args.launcher,
-            max_runs=args.max_runs,
-            run_timeout=args.run_timeout,
-            retry_failed=not args.no_retry_failed,
+            engine=engine_from_args(args),
             metric=args.metric,
             compare=args.compare,
             dry_run=args.dry_run,
             command=shlex.join(["ser-hf", "ablate", *argv]),
-            progress=lambda line: print(line, flush=True),
         )
     except ValueError as exc:
         print(f"ser-hf ablate: {exc}", file=sys.stderr)

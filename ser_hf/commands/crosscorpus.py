@@ -15,7 +15,7 @@ import argparse
 import shlex
 import sys
 
-from ser_hf.commands.sweep_options import add_engine_arguments, add_run_set_arguments
+from ser_hf.commands.sweep_options import add_engine_arguments, add_run_set_arguments, engine_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,9 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                 corpora[name] = {**corpora.get(name, {}), **settings}
         report = run_crosscorpus(
             args.config, corpora, label_map=args.label_map, seeds=args.seeds, output_dir=args.output_dir,
-            fixed=parse_assignments(args.fixed, what="--set", multiple=False), devices=args.devices, jobs=args.jobs,
-            launcher=args.launcher, run_timeout=args.run_timeout, metric=args.metric, dry_run=args.dry_run,
-            command=shlex.join(["ser-hf", "crosscorpus", *argv]), progress=lambda line: print(line, flush=True),
+            fixed=parse_assignments(args.fixed, what="--set", multiple=False), engine=engine_from_args(args),
+            metric=args.metric, dry_run=args.dry_run, command=shlex.join(["ser-hf", "crosscorpus", *argv]),
         )  # fmt: skip
     except (ValueError, FileNotFoundError, DataValidationError) as exc:
         print(f"ser-hf crosscorpus: {exc}", file=sys.stderr)

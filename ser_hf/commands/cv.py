@@ -13,7 +13,7 @@ import argparse
 import shlex
 import sys
 
-from ser_hf.commands.sweep_options import add_engine_arguments, add_run_set_arguments
+from ser_hf.commands.sweep_options import add_engine_arguments, add_run_set_arguments, engine_from_args
 
 
 def _folds_list(text: str) -> list[int]:
@@ -63,16 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             fixed=parse_assignments(args.fixed, what="--set", multiple=False),
             dev_fold=args.dev_fold,
             only_folds=args.only_folds,
-            devices=args.devices,
-            jobs=args.jobs,
-            launcher=args.launcher,
-            max_runs=args.max_runs,
-            run_timeout=args.run_timeout,
-            retry_failed=not args.no_retry_failed,
+            engine=engine_from_args(args),
             metric=args.metric,
             dry_run=args.dry_run,
             command=shlex.join(["ser-hf", "cv", *argv]),
-            progress=lambda line: print(line, flush=True),
         )
     except (ValueError, FileNotFoundError, DataValidationError) as exc:
         print(f"ser-hf cv: {exc}", file=sys.stderr)

@@ -39,3 +39,18 @@ def add_engine_arguments(parser: argparse.ArgumentParser, *, partial_runs: bool 
     parser.add_argument("--run_timeout", type=float, default=None, help="Seconds after which a run is killed and marked failed.")
     if partial_runs:
         parser.add_argument("--no_retry_failed", action="store_true", help="Keep recorded failures instead of rerunning them.")
+
+
+def engine_from_args(args: argparse.Namespace):
+    """The ``SweepEngine`` the parsed engine flags describe; progress lines go to stdout as they happen."""
+    from ser_hf.sweeps.runner import SweepEngine
+
+    return SweepEngine(
+        devices=args.devices,
+        jobs=args.jobs,
+        launcher=args.launcher,
+        max_runs=getattr(args, "max_runs", None),
+        run_timeout=args.run_timeout,
+        retry_failed=not getattr(args, "no_retry_failed", False),
+        progress=lambda line: print(line, flush=True),
+    )

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ser_hf.config_parser import load_yaml
 from ser_hf.io import write_json_atomic
-from ser_hf.sweeps.grid import argument_fields, plan_runs, typed_values
+from ser_hf.sweeps.grid import plan_runs, typed_values
 from ser_hf.sweeps.reports import OUTPUT_FILES, write_reports
-from ser_hf.sweeps.runner import Run, SweepCounts, load_result, resolve_devices, run_sweep, stale_runs
+from ser_hf.sweeps.runner import Run, SweepCounts, SweepEngine, load_result, plan_sweep, refuse_stale, resolve_devices
 
 # ------------------------------------------------------------------------------------------ one call
 @dataclasses.dataclass
@@ -33,50 +32,31 @@ def run_ablation(
     seeds: Sequence[int] | None = None,
     output_dir: str | None = None,
     fixed: Mapping[str, Sequence[str]] | None = None,
-    devices: str | Sequence[str] | None = "auto",
-    jobs: int | None = None,
-    launcher: str = "auto",
-    max_runs: int | None = None,
-    run_timeout: float | None = None,
-    retry_failed: bool = True,
+    engine: SweepEngine | None = None,
     metric: str | None = None,
     compare: str | None = None,
     dry_run: bool = False,
     command: str | None = None,
-    progress: Callable[[str], None] = print,
 ) -> AblationReport:
     """Validate the grid, run what is unfinished, write the tables and chart, return everything.
 
     ``grid`` and ``fixed`` hold command-line strings (``{"loss": ["ce", "focal"]}``); ``fixed``
-    values apply to every run. ``config`` is the base YAML (path or mapping).
+    values apply to every run. ``config`` is the base YAML (path or mapping); ``engine`` says where and
+    how the runs go (and where progress lines are printed).
     """
-    base = load_yaml(config) if isinstance(config, (str, os.PathLike)) else dict(config)
-    fields = argument_fields()
-    unknown = sorted(set(base) - set(fields))
-    if unknown:
-        raise ValueError(f"{config}: unknown config keys {unknown}")
+    engine = engine or SweepEngine()
+    progress = engine.progress
+    plan = plan_sweep(config, fixed, seeds, output_dir, default_root="ablations")
+    base, typed_fixed, seeds, output_dir = plan.base, plan.fixed, plan.seeds, plan.output_dir
     typed_grid = typed_values(grid)
-    typed_fixed = {k: v[0] for k, v in typed_values(fixed or {}, what="--set").items()}
     overlap = sorted(set(typed_grid) & set(typed_fixed))
     if overlap:
         raise ValueError(f"keys {overlap} are both grid axes and --set values")
     if compare is not None and compare not in typed_grid:
         raise ValueError(f"--compare {compare!r} is not a grid key ({list(typed_grid)})")
-    seeds = list(seeds) if seeds else [int(base.get("seed", 42))]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds repeat: {seeds}")
-    if output_dir is None:
-        stem = os.path.splitext(os.path.basename(config))[0] if isinstance(config, (str, os.PathLike)) else "config"
-        output_dir = os.path.join("ablations", stem)
-    output_dir = os.path.abspath(output_dir)
     runs = plan_runs(base, typed_grid, seeds, output_dir, fixed=typed_fixed)
-    stale = stale_runs(runs)
-    if stale:
-        raise ValueError(
-            f"{len(stale)} finished runs in {output_dir} were made with a different config (e.g. {stale[0]}); "
-            "use another --output_dir or delete them"
-        )
-    device_list = resolve_devices(devices)
+    refuse_stale(runs, output_dir)
+    resolve_devices(engine.devices)  # a bad --devices fails before anything is written
     write_json_atomic(
         os.path.join(output_dir, OUTPUT_FILES["plan"]),
         {"command": command, "base_config": base, "grid": list(typed_grid.items()), "fixed": typed_fixed, "seeds": seeds,
@@ -88,10 +68,7 @@ def run_ablation(
             state = (load_result(run) or {}).get("status", "to run")
             progress(f"[ablate] {run.run_id}: {state}")
     else:
-        counts = run_sweep(
-            runs, devices=device_list, jobs=jobs, launcher=launcher, max_runs=max_runs, run_timeout=run_timeout,
-            retry_failed=retry_failed, progress=progress,
-        )
+        counts = engine.run(runs, tag="ablate")
     written = write_reports(output_dir, runs, list(typed_grid), metric=metric, compare=compare, command=command)
     progress(
         f"[ablate] tables: {os.path.join(output_dir, OUTPUT_FILES['summary_md'])} ({written['counts']['ok']} ok, "

@@ -16,13 +16,14 @@ import dataclasses
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ser_hf.config_parser import load_yaml
 from ser_hf.io import write_csv_atomic, write_json_atomic, write_text_atomic
-from ser_hf.sweeps.grid import argument_fields, check_run_arguments, typed_values
-from ser_hf.sweeps.runner import TRANSFER_FILE, Run, SweepCounts, load_result, read_json, resolve_devices, run_sweep, stale_runs
+from ser_hf.sweeps.grid import check_run_arguments
+from ser_hf.sweeps.runner import (
+    TRANSFER_FILE, Run, SweepCounts, SweepEngine, load_result, plan_sweep, read_json, refuse_stale, resolve_devices,
+)  # fmt: skip
 from ser_hf.sweeps.statistics import METRIC_LABELS
 
 OUTPUT_FILES = {"plan": "crosscorpus.json", "csv": "matrix.csv", "md": "matrix.md", "png": "matrix.png"}
@@ -163,27 +164,21 @@ def run_crosscorpus(
     seeds: Sequence[int] | None = None,
     output_dir: str | None = None,
     fixed: Mapping[str, Sequence[str]] | None = None,
-    devices: str | Sequence[str] | None = "auto",
-    jobs: int | None = None,
-    launcher: str = "auto",
-    run_timeout: float | None = None,
-    retry_failed: bool = True,
+    engine: SweepEngine | None = None,
     metric: str = "macro_f1",
     dry_run: bool = False,
     command: str | None = None,
-    progress: Callable[[str], None] = print,
 ) -> CrossCorpusReport:
     """Check everything, train one model per corpus (and seed), evaluate each on every corpus, write the matrix."""
     from ser_hf.data.label_maps import resolve_label_map
     from ser_hf.sweeps.plots import plot_matrix
 
-    base = load_yaml(config) if isinstance(config, (str, os.PathLike)) else dict(config)
-    unknown = sorted(set(base) - set(argument_fields()))
-    if unknown:
-        raise ValueError(f"{config}: unknown config keys {unknown}")
+    engine = engine or SweepEngine()
+    progress = engine.progress
     if len(corpora) < 2:
         raise ValueError(f"a cross-corpus matrix needs at least two corpora, got {list(corpora)}")
-    typed_fixed = {k: v[0] for k, v in typed_values(fixed or {}, what="--set").items()}
+    plan = plan_sweep(config, fixed, seeds, output_dir or os.path.join("crosscorpus", "_".join(corpora)), default_root="crosscorpus")
+    base, typed_fixed, seeds, output_dir = plan.base, plan.fixed, plan.seeds, plan.output_dir
     clash = sorted(set(typed_fixed) & set(_SET_BY_CROSSCORPUS))
     if clash:
         raise ValueError(f"{clash} are set per corpus by ser-hf crosscorpus (use --corpora / the corpora file)")
@@ -191,15 +186,10 @@ def run_crosscorpus(
     settings = {name: _corpus_settings(name, value) for name, value in corpora.items()}
     for name, value in settings.items():
         shared.for_corpus(value["corpus"])  # every corpus must be in the map
-    seeds = list(seeds) if seeds else [int(base.get("seed", 42))]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds repeat: {seeds}")
-    output_dir = os.path.abspath(output_dir or os.path.join("crosscorpus", "_".join(settings)))
     base = {k: v for k, v in base.items() if k not in _SET_BY_CROSSCORPUS or k in ("train_split", "eval_split", "test_split")}
     runs = plan_crosscorpus_runs(base, settings, seeds, output_dir, label_map, typed_fixed)
-    stale = stale_runs(runs)
-    if stale:
-        raise ValueError(f"{len(stale)} finished runs in {output_dir} were made with a different config (e.g. {stale[0]})")
+    refuse_stale(runs, output_dir)
+    resolve_devices(engine.devices)
     dropped = dropped_counts(settings, label_map)
     names = list(settings)
     write_json_atomic(os.path.join(output_dir, OUTPUT_FILES["plan"]),
@@ -210,8 +200,7 @@ def run_crosscorpus(
         for run in runs:
             progress(f"[crosscorpus] {run.cell_label} seed={run.seed}: {(load_result(run) or {}).get('status', 'to run')}")
     else:
-        counts = run_sweep(runs, devices=resolve_devices(devices), jobs=jobs, launcher=launcher, run_timeout=run_timeout,
-                           retry_failed=retry_failed, progress=progress, tag="crosscorpus")  # fmt: skip
+        counts = engine.run(runs, tag="crosscorpus")
     metrics = [metric] + [m for m in ("uar", "accuracy") if m != metric]
     rows, means = collect_matrix(runs, names, metrics)
     write_csv_atomic(os.path.join(output_dir, OUTPUT_FILES["csv"]),

@@ -22,14 +22,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ser_hf.config_parser import load_yaml
 from ser_hf.io import write_csv_atomic, write_json_atomic, write_text_atomic
-from ser_hf.sweeps.grid import argument_fields, plan_runs, typed_values
+from ser_hf.sweeps.grid import plan_runs, typed_values
 from ser_hf.sweeps.predictions import read_predictions
 from ser_hf.sweeps.runner import (
     PREDICTIONS_FILE,
@@ -37,10 +36,11 @@ from ser_hf.sweeps.runner import (
     SweepCounts,
     collect_results,
     load_result,
+    SweepEngine,
+    plan_sweep,
+    refuse_stale,
     resolve_devices,
-    run_sweep,
     show_value,
-    stale_runs,
 )
 from ser_hf.sweeps.statistics import METRIC_LABELS, SCORE_METRICS, choose_metric
 
@@ -312,27 +312,19 @@ def run_cv(
     fixed: Mapping[str, Sequence[str]] | None = None,
     dev_fold: bool = False,
     only_folds: Sequence[int] | None = None,
-    devices: str | Sequence[str] | None = "auto",
-    jobs: int | None = None,
-    launcher: str = "auto",
-    max_runs: int | None = None,
-    run_timeout: float | None = None,
-    retry_failed: bool = True,
+    engine: SweepEngine | None = None,
     metric: str | None = None,
     dry_run: bool = False,
     command: str | None = None,
-    progress: Callable[[str], None] = print,
 ) -> CVReport:
     """Check everything, run the unfinished folds, write the tables and pooled files, return them."""
     from ser_hf.data.folds import PRESETS, resolve_scheme
 
-    base = load_yaml(config) if isinstance(config, (str, os.PathLike)) else dict(config)
-    fields = argument_fields()
-    unknown = sorted(set(base) - set(fields))
-    if unknown:
-        raise ValueError(f"{config}: unknown config keys {unknown}")
+    engine = engine or SweepEngine()
+    progress = engine.progress
+    plan = plan_sweep(config, fixed, seeds, output_dir, default_root="cv")
+    base, typed_fixed, seeds, output_dir = plan.base, plan.fixed, plan.seeds, plan.output_dir
     typed_grid = typed_values(grid or {})
-    typed_fixed = {k: v[0] for k, v in typed_values(fixed or {}, what="--set").items()}
     clash = sorted((set(typed_grid) | set(typed_fixed)) & set(_SET_BY_CV))
     if clash:
         raise ValueError(f"{clash} are set by ser-hf cv for every fold; use --folds/--dev_fold instead")
@@ -342,23 +334,12 @@ def run_cv(
     merged = {**base, **typed_fixed}
     corpus = str(merged.get("corpus", "synthetic"))
     resolve_scheme(folds, corpus)  # a bad --folds or a preset of another corpus fails before loading anything
-    seeds = list(seeds) if seeds else [int(base.get("seed", 42))]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds repeat: {seeds}")
-    if output_dir is None:
-        stem = os.path.splitext(os.path.basename(config))[0] if isinstance(config, (str, os.PathLike)) else "config"
-        output_dir = os.path.join("cv", stem)
-    output_dir = os.path.abspath(output_dir)
     fold_names = fold_names_for(merged, folds)
     runs = plan_cv_runs(
         base, typed_grid, seeds, output_dir, folds, len(fold_names), fixed=typed_fixed, dev_fold=dev_fold, only_folds=only_folds
     )
-    stale = stale_runs(runs)
-    if stale:
-        raise ValueError(
-            f"{len(stale)} finished runs in {output_dir} were made with a different config (e.g. {stale[0]}); "
-            "use another --output_dir or delete them"
-        )
+    refuse_stale(runs, output_dir)
+    resolve_devices(engine.devices)
     preset = PRESETS.get(str(folds).strip().lower())
     protocol = preset.description if preset else f"{corpus}, folds={folds} ({len(fold_names)} folds)"
     write_json_atomic(
@@ -373,10 +354,7 @@ def run_cv(
             state = (load_result(run) or {}).get("status", "to run")
             progress(f"[cv] {run.run_id} (held out: {fold_names[run.fold]}): {state}")
     else:
-        counts = run_sweep(
-            runs, devices=resolve_devices(devices), jobs=jobs, launcher=launcher, max_runs=max_runs,
-            run_timeout=run_timeout, retry_failed=retry_failed, progress=progress, tag="cv",
-        )  # fmt: skip
+        counts = engine.run(runs, tag="cv")
     written = write_cv_reports(
         output_dir, runs, list(typed_grid), fold_names, metric=metric, command=command, protocol=protocol, corpus=corpus
     )

@@ -334,24 +334,79 @@ class SweepCounts:
     not_run: int = 0  # left for a later invocation (max_runs) or interrupted
 
 
-def run_sweep(
-    runs: Sequence[Run],
+@dataclasses.dataclass(frozen=True)
+class SweepEngine:
+    """How a sweep places and starts its runs. One value shared by ``ablate``, ``cv`` and ``crosscorpus``
+    (and their command-line flags, ``ser_hf.commands.sweep_options``), so the three cannot drift apart."""
+
+    devices: str | Sequence[str] | None = "auto"
+    jobs: int | None = None
+    launcher: str = "auto"
+    max_runs: int | None = None  # run at most this many unfinished runs, then stop
+    run_timeout: float | None = None  # seconds after which a run is killed and marked failed
+    retry_failed: bool = True
+    progress: Callable[[str], None] = print
+
+    def run(self, runs: Sequence[Run], *, tag: str) -> SweepCounts:
+        return run_sweep(runs, self, tag=tag)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+    """What every sweep checks before it runs anything: the base config, the fixed values, seeds, folder."""
+
+    base: dict
+    fixed: dict
+    seeds: list[int]
+    output_dir: str
+
+
+def plan_sweep(
+    config: str | Mapping[str, Any],
+    fixed: Mapping[str, Sequence[str]] | None,
+    seeds: Sequence[int] | None,
+    output_dir: str | None,
     *,
-    devices: Sequence[str] = ("cpu",),
-    jobs: int | None = None,
-    launcher: str = "auto",
-    max_runs: int | None = None,
-    run_timeout: float | None = None,
-    retry_failed: bool = True,
-    progress: Callable[[str], None] = print,
-    tag: str = "ablate",
-) -> SweepCounts:
+    default_root: str,
+) -> SweepPlan:
+    """Load the base config (unknown keys are an error), type the ``--set`` values, default the seeds to the
+    config's seed and the folder to ``<default_root>/<config name>``."""
+    from ser_hf.config_parser import load_yaml
+    from ser_hf.sweeps.grid import argument_fields, typed_values
+
+    base = load_yaml(config) if isinstance(config, (str, os.PathLike)) else dict(config)
+    unknown = sorted(set(base) - set(argument_fields()))
+    if unknown:
+        raise ValueError(f"{config}: unknown config keys {unknown}")
+    typed_fixed = {k: v[0] for k, v in typed_values(fixed or {}, what="--set").items()}
+    seeds = list(seeds) if seeds else [int(base.get("seed", 42))]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds repeat: {seeds}")
+    if output_dir is None:
+        stem = os.path.splitext(os.path.basename(config))[0] if isinstance(config, (str, os.PathLike)) else "config"
+        output_dir = os.path.join(default_root, stem)
+    return SweepPlan(base, typed_fixed, seeds, os.path.abspath(output_dir))
+
+
+def refuse_stale(runs: Sequence[Run], output_dir: str) -> None:
+    stale = stale_runs(runs)
+    if stale:
+        raise ValueError(
+            f"{len(stale)} finished runs in {output_dir} were made with a different config (e.g. {stale[0]}); "
+            "use another --output_dir or delete them"
+        )
+
+
+def run_sweep(runs: Sequence[Run], engine: SweepEngine | None = None, *, tag: str = "ablate") -> SweepCounts:
     """Run every unfinished run; returns what happened. Finished runs are not touched."""
+    engine = engine or SweepEngine()
+    devices = resolve_devices(engine.devices)
+    jobs, launcher, max_runs, progress = engine.jobs, engine.launcher, engine.max_runs, engine.progress
     counts = SweepCounts(planned=len(runs))
     todo = []
     for run in runs:
         result = load_result(run)
-        if result is not None and (result["status"] == "ok" or not retry_failed):
+        if result is not None and (result["status"] == "ok" or not engine.retry_failed):
             counts.skipped += 1
         else:
             todo.append(run)
@@ -371,7 +426,7 @@ def run_sweep(
     )
     if not todo:
         return counts
-    runner = _Launcher(launcher, run_timeout)
+    runner = _Launcher(launcher, engine.run_timeout)
     free = list(devices) * max(1, -(-jobs // len(devices)))
     lock = threading.Lock()
     started = time.time()
