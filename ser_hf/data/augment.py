@@ -27,7 +27,6 @@ of the batch (Whisper-style encoders). For wav2vec2/WavLM/HuBERT encoders use th
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ser_hf.data.randomness import row_generator
+from ser_hf.data.strategy_options import strategy_value
 
 WAVEFORM_TRANSFORMS = ("speed", "pitch", "reverb", "noise", "gain", "band_limit")
 SPECTRAL_TRANSFORMS = ("specaugment",)
@@ -172,20 +172,9 @@ def parse_augment_config(value) -> dict[str, dict[str, Any]] | None:
     ``speed: [0.9, 1.0, 1.1]`` is short for ``speed: {factors: [...]}``; ``noise: true`` takes the defaults.
     Unknown transforms or keys, probabilities outside [0, 1] and empty or reversed ranges are errors.
     """
+    value = strategy_value(value, name="augment", presets=PRESETS)
     if value is None:
         return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lower() in ("", "none", "null"):
-            return None
-        if text in PRESETS:
-            return parse_augment_config(PRESETS[text])
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(
-                f"augment must be a preset ({', '.join(PRESETS)}) or a mapping (JSON on the command line): {exc.msg} in {text!r}"
-            ) from None
     if not isinstance(value, dict):
         raise ValueError(f"augment must be a mapping of transform -> settings, got {value!r}")
     out: dict[str, dict[str, Any]] = {}

@@ -22,7 +22,6 @@ on either side stays NaN, i.e. masked). A row whose partner has no class label i
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from ser_hf.data.randomness import row_generator
+from ser_hf.data.strategy_options import strategy_value
 
 MIXING_TYPES = ("input", "manifold", "overlap")
 _DEFAULTS = {"type": None, "p": 1.0, "alpha": 0.4, "level_db": [-5.0, 5.0], "label_weights": "energy"}
@@ -37,19 +37,9 @@ _DEFAULTS = {"type": None, "p": 1.0, "alpha": 0.4, "level_db": [-5.0, 5.0], "lab
 
 def parse_mixing_config(value) -> dict[str, Any] | None:
     """Validate a ``mixing`` mapping (or JSON text); None/{} -> None."""
+    value = strategy_value(value, name="mixing", presets={kind: {"type": kind} for kind in MIXING_TYPES})
     if value is None:
         return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lower() in ("", "none", "null"):
-            return None
-        if text in MIXING_TYPES:
-            value = {"type": text}
-        else:
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"mixing must be a mapping (JSON on the command line): {exc.msg} in {text!r}") from None
     if not isinstance(value, dict) or not value:
         raise ValueError(f"mixing must be a mapping like {{'type': 'input', 'alpha': 0.4}}, got {value!r}")
     unknown = sorted(set(value) - set(_DEFAULTS))
