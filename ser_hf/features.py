@@ -46,6 +46,7 @@ import torch
 from ser_hf.data.collators import SERTargets
 from ser_hf.data.schema import FEATURES as MANIFEST_FEATURES
 from ser_hf.data.schema import column_values
+from ser_hf.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def read_feature_metadata(path: str) -> dict:
     """What `extract_features` recorded about a cached feature dataset (model, task, labels, sizes)."""
     meta_path = os.path.join(path, METADATA_FILE)
     if not os.path.isfile(meta_path):
-        raise FileNotFoundError(f"{path} is not a ser-hf feature dataset (no {METADATA_FILE}); run `ser-hf extract`")
+        raise DataError(f"{path} is not a ser-hf feature dataset (no {METADATA_FILE}); run `ser-hf extract` to make one")
     with open(meta_path, encoding="utf-8") as handle:
         return json.load(handle)
 
@@ -218,10 +219,10 @@ def feature_matrix(dataset: datasets.Dataset, column: str = "features") -> np.nd
             offsets = chunk.offsets.to_numpy()
             widths.update(np.unique(np.diff(offsets)).tolist())
         if chunk.null_count:
-            raise ValueError(f"{chunk.null_count} rows of {column!r} have no vector")
+            raise DataError(f"{chunk.null_count} rows of {column!r} have no vector")
         parts.append(chunk.flatten())
     if len(widths) != 1:
-        raise ValueError(f"rows of {column!r} differ in width ({sorted(widths)}); mixed feature datasets?")
+        raise DataError(f"rows of {column!r} differ in width ({sorted(widths)}); mixed feature datasets?")
     width = widths.pop()
     values = [p.to_numpy(zero_copy_only=False) for p in parts]
     flat = values[0] if len(values) == 1 else np.concatenate(values)
@@ -396,7 +397,7 @@ def join_feature_datasets(blocks: dict[str, datasets.Dataset]) -> datasets.Datas
     widths = {}
     for name, ds in blocks.items():
         if "id" not in ds.column_names or "features" not in ds.column_names:
-            raise ValueError(f"feature block {name!r} has no id/features columns (columns: {ds.column_names})")
+            raise DataError(f"feature block {name!r} has no id/features columns (columns: {ds.column_names})")
         widths[name] = len(ds[0]["features"]) if len(ds) else 0
     order = list(ordered_blocks(widths))
     first = blocks[order[0]]
@@ -405,7 +406,7 @@ def join_feature_datasets(blocks: dict[str, datasets.Dataset]) -> datasets.Datas
     for name in order:
         block_ids = _arrow_column(blocks[name], "id")
         if len(pc.unique(block_ids)) != len(block_ids):
-            raise ValueError(f"feature block {name!r} has duplicated ids")
+            raise DataError(f"feature block {name!r} has duplicated ids")
         if name == order[0]:
             row_of[name] = np.arange(len(ids), dtype=np.int64)
             continue
@@ -413,7 +414,7 @@ def join_feature_datasets(blocks: dict[str, datasets.Dataset]) -> datasets.Datas
         only_first = pc.filter(ids, pc.is_null(position)).to_pylist()
         only_other = pc.filter(block_ids, pc.invert(pc.is_in(block_ids, value_set=ids))).to_pylist()
         if only_first or only_other:
-            raise ValueError(
+            raise DataError(
                 f"feature blocks {order[0]!r} and {name!r} cover different utterances: "
                 f"{len(only_first)} ids only in {order[0]!r} (first: {only_first[:10]}), "
                 f"{len(only_other)} ids only in {name!r} (first: {only_other[:10]})"
@@ -437,7 +438,7 @@ def join_feature_datasets(blocks: dict[str, datasets.Dataset]) -> datasets.Datas
             theirs = _arrow_column(other, column).take(pa.array(rows))
             bad = [ids[int(j)].as_py() for j in _disagreeing_rows(values, theirs)[:10]]
             if bad:
-                raise ValueError(f"feature blocks {order[0]!r} and {name!r} disagree on {column!r} for ids {bad[:10]}")
+                raise DataError(f"feature blocks {order[0]!r} and {name!r} disagree on {column!r} for ids {bad[:10]}")
     schema = feature_schema()
     arrays = {
         "id": ids.cast(pa.string()),

@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 from ser_hf import features as features_module
 from ser_hf.configuration import SERSpeechConfig, SERTextConfig
 from ser_hf.data.audio import load_audio
+from ser_hf.errors import DataError
 from ser_hf.features import (
     FEATURE_COLUMNS,
     extract_features,
@@ -172,7 +173,7 @@ def test_bad_input_is_named(tmp_path, speech, text, rows):
     no_text = rows.select([0, 1]).map(lambda r: {"transcript": None if r["id"] == rows[0]["id"] else r["transcript"]})
     with pytest.raises(ValueError, match=rf"no 'transcript' \(first: \['{rows[0]['id']}'\]\)"):
         extract_features(*text, no_text, output_dir=str(tmp_path / "n"), progress=False)
-    with pytest.raises(FileNotFoundError, match="not a ser-hf feature dataset"):
+    with pytest.raises(DataError, match="not a ser-hf feature dataset"):
         load_features(str(tmp_path))
 
 

@@ -210,6 +210,23 @@ def test_fuse_names_ids_missing_from_one_modality(tmp_path, feature_dirs):
         train_fusion(FuseArguments(audio_features=audio_dir, text_features=short), _training_args(tmp_path))
 
 
+def test_fuse_cli_reports_a_bad_join_or_folder_without_traceback(tmp_path, feature_dirs, capsys):
+    """A user-fixable feature problem: exit 2, one message naming ids or the folder, no traceback."""
+    from ser_hf.cli import main
+
+    audio_dir, text_dir = feature_dirs
+    text = datasets.load_from_disk(text_dir).filter(lambda r: r["id"] != "dev002")
+    short = _save_block(text, str(tmp_path / "text_short"))
+    common = ["--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--report_to", "none"]
+    assert main(["fuse", "--audio_features", audio_dir, "--text_features", short, *common]) == 2
+    err = capsys.readouterr().err
+    assert "ser-hf fuse: error: feature blocks 'audio' and 'text' cover different utterances" in err
+    assert "['dev002']" in err and "Traceback" not in err
+    assert main(["fuse", "--audio_features", audio_dir, "--text_features", str(tmp_path), *common]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is not a ser-hf feature dataset" in err and "Traceback" not in err
+
+
 # ------------------------------------------------------------------------------- joint model
 def test_joint_model_trains_a_step_and_round_trips(tmp_path, tiny_corpus):
     from ser_hf.trainer import SERTrainer
