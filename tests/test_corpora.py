@@ -114,6 +114,31 @@ def test_msp_podcast_reports_all_bad_lines(tmp_path):
     assert "'high' is not a number" in message and "'Test4'" in message
 
 
+def test_msp_podcast_bad_lines_join_the_row_report_and_can_be_dropped(tmp_path, capsys):
+    """`validate` (and train) report the labels file's bad lines with every other row problem, by file and
+    line; --on_invalid_rows drop trains without them."""
+    from ser_hf.cli import main as cli
+
+    rows = MSP_ROWS + [
+        "MSP-PODCAST_0009_0001.wav,Z,4,4,4,1,Male,Train",
+        "MSP-PODCAST_0009_0002.wav,H,high,4,4,1,Male,Test1",
+    ]
+    root = _msp_root(tmp_path, rows)
+    csv_path = root / "Labels" / "labels_consensus.csv"
+    kept = load_msp_podcast(root, keep_invalid_rows=True)
+    assert kept["train"].filter(lambda r: r["invalid"] is not None)["source"] == [f"{csv_path}, line 8"]
+    args = ["--corpus", "msp_podcast", "--data_path", str(root), "--validate_audio", "false", "--task", "attributes",
+            "--train_split", "train", "--eval_split", "none", "--test_split", "test", "--output_dir", str(tmp_path / "o")]
+    assert cli(["validate", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"{csv_path}, line 8, id 'MSP-PODCAST_0009_0001': unknown EmoClass 'Z'" in err
+    assert f"{csv_path}, line 9, id 'MSP-PODCAST_0009_0002': EmoAct value 'high' is not a number" in err
+    assert "Traceback" not in err
+    assert cli(["validate", *args, "--on_invalid_rows", "drop"]) == 0
+    out = capsys.readouterr().out
+    assert "would drop 2 bad rows" in out and f"{csv_path}, line 8" in out
+
+
 def test_msp_podcast_missing_column(tmp_path):
     root = _msp_root(tmp_path)
     (root / "Labels" / "labels_consensus.csv").write_text("FileName,EmoClass\nx.wav,H\n")

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import datasets
 
 from ser_hf.data.corpora.manifest import iter_records, parse_attribute
-from ser_hf.data.schema import rows_to_dataset_dict
+from ser_hf.data.schema import INVALID, INVALID_SPLIT, SOURCE, rows_to_dataset_dict
 from ser_hf.data.splits import order_splits
 from ser_hf.data.validation import DataValidationError, format_problems, read_text_file
 from ser_hf.errors import DataError
@@ -67,6 +67,7 @@ def load_msp_podcast(
     labels_file: str = LABELS_FILE,
     detailed_file: str | None = DETAILED_FILE,
     encoding: str = "utf-8",
+    keep_invalid_rows: bool = False,
 ) -> datasets.DatasetDict:
     """Read the consensus labels into a DatasetDict; audio paths are stored, never opened.
 
@@ -77,6 +78,10 @@ def load_msp_podcast(
     (``None``: do not read it).
     ``encoding``: of the labels CSV and the transcripts (a file that does not decode is an error
     naming the file and line).
+    ``keep_invalid_rows``: keep bad lines (their reasons in ``invalid``, the split ``INVALID_SPLIT`` when
+    the split itself is unreadable) with a ``source`` column ("file, line N") instead of raising them
+    together, so validation reports them beside every other row problem and ``--on_invalid_rows drop``
+    can drop them (what the manifest loader does).
     """
     root = os.path.abspath(os.fspath(root))
     split_names = dict(DEFAULT_SPLITS if splits is None else splits)
@@ -112,8 +117,11 @@ def load_msp_podcast(
             except ValueError:
                 problems.append(f"{column} value {record[column]!r} is not a number")
         gender_text = (record["Gender"] or "").strip()
+        where = f"{csv_path}, line {line_no}"
         if problems:
             errors.append(f"line {line_no} ({file_name or '?'}): {'; '.join(problems)}")
+            if keep_invalid_rows:
+                rows.append(_invalid_row(root, file_name, split_names.get(split_set), where, problems))
             continue
         if split_names[split_set] is None:
             left_out[split_set] += 1
@@ -128,6 +136,8 @@ def load_msp_podcast(
                 transcript = read_text_file(os.path.join(transcript_dir, f"{stem}.txt"), encoding).strip()
             except DataError as error:  # collected with the other bad lines, not raised alone
                 errors.append(str(error))
+                if keep_invalid_rows:
+                    rows.append(_invalid_row(root, file_name, split_names[split_set], where, [str(error)]))
                 continue
         speaker = (record["SpkrID"] or "").strip()
         row.update(
@@ -141,8 +151,10 @@ def load_msp_podcast(
         )
         if votes:
             row["label_distribution"] = votes.get(file_name)
+        if keep_invalid_rows:
+            row[SOURCE] = where
         rows.append(row)
-    if errors:
+    if errors and not keep_invalid_rows:
         raise DataValidationError(format_problems(f"{csv_path}: {len(errors)} bad line{'s' if len(errors) != 1 else ''}:", errors), errors)
     if not rows:
         raise ValueError(f"{csv_path}: no rows left after the split mapping {split_names}")
@@ -153,6 +165,18 @@ def load_msp_podcast(
     if left_out:
         logger.info("MSP-Podcast: left out by the split mapping: %s", dict(left_out))
     return order_splits(rows_to_dataset_dict(rows))
+
+
+def _invalid_row(root: str, file_name: str, split: str | None, where: str, problems: list[str]) -> dict:
+    """A line kept for the validation report: as much of the row as is known, and why it is bad."""
+    stem = os.path.splitext(file_name)[0] if file_name else None
+    return {
+        "id": stem,
+        "audio": os.path.join(root, "Audios", file_name) if file_name else None,
+        "split": split or INVALID_SPLIT,
+        SOURCE: where,
+        INVALID: "; ".join(problems),
+    }
 
 
 def _vote_code(text: str) -> str | None:
