@@ -475,6 +475,9 @@ class SERTrainer(Trainer):
             shard.num_processes = 1
             shard.process_index = 0
             shard.even_batches = False  # would pad a short last batch with repeated rows
+            # Batches of any size are this rank's own: with a batch_size set, accelerate holds back every
+            # batch shorter than it (a seconds budget makes most of them so) and yields only the last one.
+            shard.batch_size = None
         return prepared
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
