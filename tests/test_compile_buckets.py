@@ -43,6 +43,13 @@ def test_bucket_padding_rounds_up_and_masks():
                                audio_multiple=4000, text_multiple=16, pad_token_id=7)
     assert text["input_ids"].shape == (2, 16) and text["input_ids"][0, 5:].eq(7).all() and text["attention_mask"][:, 5:].eq(0).all()
     assert BucketPaddingCollator.wrap(len, bucket_seconds=0, bucket_tokens=0) is len  # both off: no wrapper
+    import pickle
+    from types import SimpleNamespace
+
+    wrapped = BucketPaddingCollator.wrap(SimpleNamespace(window_long_inputs=True, max_seconds=3.0), bucket_seconds=0.5,
+                                         bucket_tokens=16)
+    assert wrapped.audio_multiple == 8000 and wrapped.window_long_inputs and wrapped.max_seconds == 3.0  # settings show through
+    assert pickle.loads(pickle.dumps(wrapped)).max_seconds == 3.0  # dataloader workers get a working copy
 
 
 def test_bucket_padding_keeps_the_logits():

@@ -56,6 +56,12 @@ class BucketPaddingCollator:
     text_multiple: int
     pad_token_id: int = 0
 
+    def __getattr__(self, name: str):
+        # The trainer reads the wrapped collator's settings (window_long_inputs, max_seconds, ...).
+        if name == "collator":  # not set yet (unpickling in a dataloader worker)
+            raise AttributeError(name)
+        return getattr(self.collator, name)
+
     def __call__(self, rows: list[dict]) -> dict[str, Any]:
         return pad_batch_to_bucket(
             self.collator(rows), audio_multiple=self.audio_multiple, text_multiple=self.text_multiple,
