@@ -404,8 +404,8 @@ def transcribe(
     if state is not None:
         mine = todo[state.process_index :: state.num_processes]  # dealt out in turn: disjoint, together all
         writer = ASRCache(cache_dir, name, generate_kwargs, part=state.process_index)
-        if device is None and state.device.type != "cpu":
-            device = state.device  # each process on its own accelerator
+        if device in (None, "cuda") and state.device.type != "cpu":
+            device = state.device  # each process on its own accelerator, not all on the first
         logger.info("ASR process %d/%d: %d rows to transcribe", state.process_index, state.num_processes, len(mine))
     else:
         mine, writer = todo, cache
