@@ -19,6 +19,12 @@ On a lent GPU, one command:
 
     python benchmarks/gpu_throughput.py
 
+``--compile on`` adds runs through ``torch.compile`` (``--compile-backend``, default inductor; static
+shapes) with each batch padded to a multiple of ``--bucket-seconds`` (as ``torch_compile: true``
+does in training, `ser_hf.data.shape_buckets`): every bucketed shape the timed steps use is
+compiled before timing (reported as ``compile_seconds`` and ``compiled_graphs``), so the timed
+steps are the steady state of a long run; the real-frame fraction counts the bucket padding.
+
 ``--tiny`` runs the same code on tiny configs on CPU (a test runs it). Results go to
 benchmarks/results/gpu_throughput.json (``--tiny``: gpu_throughput_tiny.json), written atomically.
 """
@@ -115,10 +121,12 @@ def build_model(backbone: dict, device):
 
 
 def run_case(model, extractor, lengths, labels, *, batch_size, grouped, precision, checkpointing, steps, warmup,
-             device, whisper) -> dict:
+             device, whisper, compile_backend=None, bucket_seconds=0.5) -> dict:
     import resource
 
     import torch
+
+    from ser_hf.data.shape_buckets import bucket_length, pad_batch_to_bucket
 
     from ser_hf.losses import build_loss
     from ser_hf.samplers import build_batch_sampler
@@ -139,6 +147,32 @@ def run_case(model, extractor, lengths, labels, *, batch_size, grouped, precisio
         torch.cuda.reset_peak_memory_stats(device)
         torch.cuda.synchronize(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    multiple = 0 if whisper or not compile_backend else int(bucket_seconds * 16000)
+    forward, compile_seconds, graphs = model, 0.0, None
+    if compile_backend:
+        import torch._dynamo
+        from torch._dynamo.utils import counters
+
+        torch._dynamo.reset()
+        counters.clear()
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        forward = torch.compile(model, backend=compile_backend, dynamic=False)
+        # Compile every bucketed shape the run will meet before timing (a long run compiles each once).
+        shapes = sorted({(len(b), bucket_length(int(lengths[b].max() * 16000), multiple) if multiple else 0) for b in batches})
+        compile_start = time.perf_counter()
+        for size, samples in shapes:
+            probe = [(np.zeros(samples or 16000, dtype=np.float32) + 0.01) for _ in range(size)]
+            inputs = extractor(probe, sampling_rate=16000, padding="max_length" if whisper else True,
+                               return_attention_mask=True, return_tensors="pt")
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            with autocast:
+                out = forward(**inputs).logits
+            loss_fn(out, torch.zeros(size, dtype=torch.long, device=device)).backward()
+            model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        compile_seconds = time.perf_counter() - compile_start
+        graphs = int(counters["stats"]["unique_graphs"])
     start = None
     timed_seconds = timed_samples = 0.0
     for step, batch in enumerate(batches):
@@ -150,16 +184,20 @@ def run_case(model, extractor, lengths, labels, *, batch_size, grouped, precisio
                  for i in batch]
         inputs = extractor(audio, sampling_rate=16000, padding="max_length" if whisper else True,
                            return_attention_mask=True, return_tensors="pt")
+        if multiple:
+            inputs = pad_batch_to_bucket(dict(inputs), audio_multiple=multiple, text_multiple=0)
         inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
         targets = torch.as_tensor(labels[batch], device=device)
         with autocast:
-            logits = model(**inputs).logits
+            logits = forward(**inputs).logits
         loss = loss_fn(logits, targets)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         seconds = float(lengths[batch].sum())
         window = 30.0 if whisper else float(lengths[batch].max())
+        if multiple:
+            window = bucket_length(int(window * 16000), multiple) / 16000
         real += seconds
         padded += window * len(batch)
         if step >= warmup:
@@ -176,7 +214,8 @@ def run_case(model, extractor, lengths, labels, *, batch_size, grouped, precisio
     del optimizer
     return {"audio_seconds_per_second": timed_seconds / elapsed, "samples_per_second": timed_samples / elapsed,
             "real_frame_fraction": real / padded, "peak_memory_gib": peak, "timed_steps": len(batches) - warmup,
-            "final_loss": float(loss.detach().float().cpu()), "seconds": elapsed}
+            "final_loss": float(loss.detach().float().cpu()), "seconds": elapsed,
+            **({"compile_seconds": compile_seconds, "compiled_graphs": graphs} if compile_backend else {})}
 
 
 def main() -> None:
@@ -188,6 +227,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on"],
+                        help="also (on) or only run through torch.compile with length-bucketed batches")
+    parser.add_argument("--compile-backend", default="inductor")
+    parser.add_argument("--bucket-seconds", type=float, default=0.5)
     parser.add_argument("--tiny", action="store_true", help="tiny configs on CPU (the test mode)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: by device)")
     parser.add_argument("--output", default=None)
@@ -213,15 +256,17 @@ def main() -> None:
         whisper = backbone["model_type"] == "whisper"
         flops = flops_per_audio_second(backbone)
         model, extractor = build_model(backbone, device)
-        for precision, batching, checkpointing, batch_size in itertools.product(
-            args.precisions, args.batching, args.checkpointing, args.batch_sizes
+        for precision, batching, checkpointing, batch_size, compiled in itertools.product(
+            args.precisions, args.batching, args.checkpointing, args.batch_sizes, args.compile
         ):
             case = dict(model=model_name, precision=precision, batching=batching, checkpointing=checkpointing,
-                        batch_size=batch_size)
+                        batch_size=batch_size, compile=compiled)
             try:
                 row = run_case(model, extractor, lengths, labels, batch_size=batch_size, grouped=batching == "grouped",
                                precision=precision, checkpointing=checkpointing == "on", steps=args.steps,
-                               warmup=args.warmup, device=device, whisper=whisper)
+                               warmup=args.warmup, device=device, whisper=whisper,
+                               compile_backend=args.compile_backend if compiled == "on" else None,
+                               bucket_seconds=args.bucket_seconds)
             except torch.OutOfMemoryError:
                 row = {"error": "out of memory"}
                 torch.cuda.empty_cache()
@@ -236,7 +281,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    print(f"\n{'model':22} {'prec':4} {'batches':7} {'ckpt':4} {'bs':>3} {'audio-s/s':>9} {'samples/s':>9} "
+    print(f"\n{'model':22} {'prec':4} {'batches':7} {'ckpt':4} {'bs':>3} {'comp':4} {'audio-s/s':>9} {'samples/s':>9} "
           f"{'real':>5} {'peak GiB':>8} {'MFU':>6}")
     for r in results:
         if "error" in r:
@@ -245,7 +290,7 @@ def main() -> None:
             continue
         mfu = f"{r['mfu']:.3f}" if r.get("mfu") is not None else "-"
         print(f"{r['model']:22} {r['precision']:4} {r['batching']:7} {r['checkpointing']:4} {r['batch_size']:3d} "
-              f"{r['audio_seconds_per_second']:9.1f} {r['samples_per_second']:9.2f} {r['real_frame_fraction']:5.3f} "
+              f"{r['compile']:4} {r['audio_seconds_per_second']:9.1f} {r['samples_per_second']:9.2f} {r['real_frame_fraction']:5.3f} "
               f"{r['peak_memory_gib']:8.2f} {mfu:>6}")
     output = args.output or os.path.join(HERE, "results", "gpu_throughput_tiny.json" if args.tiny else "gpu_throughput.json")
     os.makedirs(os.path.dirname(output), exist_ok=True)

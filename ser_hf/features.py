@@ -246,6 +246,9 @@ def _distributed_state():
     return PartialState(cpu=True) if on_cpu else PartialState()
 
 
+distributed_state = _distributed_state  # public: transcription shares its processes the same way
+
+
 def shards_of_process(num_shards: int, process_index: int, num_processes: int) -> list[int]:
     """Round-robin share of the shards: disjoint across processes, together all of them."""
     return list(range(process_index, num_shards, num_processes))

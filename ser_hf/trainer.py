@@ -1,6 +1,7 @@
 """`SERTrainer`: the Hugging Face `Trainer` with the paper's losses and class-balanced sampling."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -457,7 +458,7 @@ class SERTrainer(Trainer):
         # of them (ser_hf.data.randomness): resumed runs and skipped batches need no replay.
         sampler = EpochTaggedBatchSampler(self.build_train_batch_sampler())
         self._train_batch_sampler = sampler
-        collator = self._training_collator()
+        collator = self._bucketed(self._training_collator())
         loader = DataLoader(
             EpochIndexedDataset(self.train_dataset),
             batch_sampler=sampler,
@@ -474,7 +475,67 @@ class SERTrainer(Trainer):
             shard.num_processes = 1
             shard.process_index = 0
             shard.even_batches = False  # would pad a short last batch with repeated rows
+            # Batches of any size are this rank's own: with a batch_size set, accelerate holds back every
+            # batch shorter than it (a seconds budget makes most of them so) and yields only the last one.
+            shard.batch_size = None
         return prepared
+
+    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+        with self._bucketed_data_collator():
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset) -> DataLoader:
+        with self._bucketed_data_collator():
+            return super().get_test_dataloader(test_dataset)
+
+    def _bucketed(self, collator):
+        """With ``torch_compile``: ``collator`` padding every batch to a length bucket (a bounded set of
+        shapes to compile, see `ser_hf.data.shape_buckets`); otherwise ``collator`` itself."""
+        if not self.args.torch_compile or collator is None:
+            return collator
+        from ser_hf.data.shape_buckets import BucketPaddingCollator
+
+        tokenizer = getattr(collator, "tokenizer", None)
+        return BucketPaddingCollator.wrap(
+            collator,
+            bucket_seconds=self.args.compile_bucket_seconds,
+            bucket_tokens=self.args.compile_bucket_tokens,
+            sampling_rate=getattr(collator, "sampling_rate", 16000),
+            pad_token_id=getattr(tokenizer, "pad_token_id", None) or 0,
+        )
+
+    @contextlib.contextmanager
+    def _bucketed_data_collator(self):
+        """``self.data_collator`` bucketed while the Trainer builds an evaluation dataloader from it."""
+        original = self.data_collator
+        self.data_collator = self._bucketed(original)
+        try:
+            yield
+        finally:
+            self.data_collator = original
+
+    def _build_accelerator_args(self, **kwargs) -> dict[str, Any]:
+        """The Trainer's accelerator arguments, with ``torch_compile_dynamic`` passed to torch.compile and
+        dynamo's recompile limit raised to the number of bucketed shapes (past it, dynamo would silently
+        fall back to eager for every new shape)."""
+        args = super()._build_accelerator_args(**kwargs)
+        plugin = args.get("dynamo_plugin")
+        if self.args.torch_compile and plugin is not None:
+            if self.args.torch_compile_dynamic is not None:
+                plugin.dynamic = self.args.torch_compile_dynamic
+            from ser_hf.data.shape_buckets import shape_count_bound
+
+            shapes = shape_count_bound(self.args.max_audio_seconds, self.args.compile_bucket_seconds)
+            if shapes:
+                import torch._dynamo
+
+                # Training and evaluation (grad mode is guarded on), each with a full and a short last batch.
+                needed = 4 * shapes
+                if torch._dynamo.config.recompile_limit < needed:
+                    torch._dynamo.config.recompile_limit = needed
+                if torch._dynamo.config.accumulated_recompile_limit < needed:
+                    torch._dynamo.config.accumulated_recompile_limit = needed
+        return args
 
     def _get_eval_sampler(self, eval_dataset):
         """Evaluation in length order (longest first: padding-free batches, and an out-of-memory

@@ -111,6 +111,25 @@ class SERTrainingArguments(TrainingArguments):
             "Works with every sampler (class balance kept), distributed and resumable; needs audio durations."
         },
     )
+    compile_bucket_seconds: float = field(
+        default=0.5,
+        metadata={
+            "help": "With torch_compile: pad every audio batch's time axis up to a multiple of this many seconds "
+            "(text: compile_bucket_tokens tokens), masked, so a run compiles at most max_audio_seconds / "
+            "compile_bucket_seconds shapes per batch size instead of one per batch. 0 turns the padding off."
+        },
+    )
+    compile_bucket_tokens: int = field(
+        default=16, metadata={"help": "With torch_compile: pad text batches to a multiple of this many tokens (0: off)."}
+    )
+    torch_compile_dynamic: bool | None = field(
+        default=None,
+        metadata={
+            "help": "torch.compile's `dynamic`: None lets torch mark a dimension dynamic once it changes (one extra "
+            "compile); False compiles one static graph per bucketed shape (what CUDA graphs and max-autotune want); "
+            "True traces dynamic shapes from the start."
+        },
+    )
     durations_cache: str | None = field(
         default=None,
         metadata={
@@ -210,6 +229,11 @@ class SERTrainingArguments(TrainingArguments):
             raise ValueError(f"attribute_loss_weights must be non-negative, got {self.attribute_loss_weights}")
         if self.max_batch_seconds is not None and not self.max_batch_seconds > 0:
             raise ValueError(f"max_batch_seconds must be positive, got {self.max_batch_seconds}")
+        if self.compile_bucket_seconds < 0 or self.compile_bucket_tokens < 0:
+            raise ValueError(
+                f"compile_bucket_seconds and compile_bucket_tokens must be >= 0 (0: no bucket padding), got "
+                f"{self.compile_bucket_seconds} and {self.compile_bucket_tokens}"
+            )
         if self.max_audio_seconds <= 0:
             raise ValueError(f"max_audio_seconds must be positive, got {self.max_audio_seconds}")
         self._check_finetuning_fields()

@@ -13,6 +13,11 @@ ASR runs through ``transformers.pipeline("automatic-speech-recognition")`` with 
 pipeline as arrays. Results go to one JSONL cache per model and generation settings, keyed by
 utterance id and the audio file's size and modification time; each batch is appended in one
 write, so a crashed run resumes where it stopped and a finished one is never recomputed.
+
+Under ``accelerate launch`` the rows still to transcribe are dealt out over the processes (each on
+its own device); each process appends its batches to its own part file (``<cache>.part-<rank>``),
+and the main process merges the parts into the cache with one atomic rename. Parts left by a
+killed run are merged at the start of the next one, so a distributed run resumes like one process.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ DEFAULT_KEY = "default"  # transcript_source entry for every split not named exp
 # The paper's choice: references to train on, Whisper output for everything evaluated.
 PAPER_TRANSCRIPT_SOURCE = {"train": "reference", DEFAULT_KEY: "asr"}
 CACHE_FORMAT = 1
+PART_SUFFIX = ".part-"
 
 __all__ = [
     "DEFAULT_ASR_MODEL",
@@ -178,7 +184,13 @@ class ASRCache:
     crash mid-write) is cut off on open with a warning; damage anywhere else is an error.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, model_name: str, generate_kwargs: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike,
+        model_name: str,
+        generate_kwargs: Mapping[str, Any] | None = None,
+        part: int | None = None,
+    ):
         self.meta = {
             "format": CACHE_FORMAT,
             "model": model_name,
@@ -186,9 +198,49 @@ class ASRCache:
         }
         digest = hashlib.sha1(json.dumps(self.meta, sort_keys=True, default=str).encode()).hexdigest()[:12]
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("_")[-60:] or "model"
-        self.path = os.path.join(os.fspath(cache_dir), f"{slug}-{digest}.jsonl")
+        self.cache_dir, self.model_name, self.generate_kwargs = os.fspath(cache_dir), model_name, generate_kwargs
+        self.path = os.path.join(self.cache_dir, f"{slug}-{digest}.jsonl")
+        if part is not None:  # one process's share of a distributed run, merged by `merge_parts`
+            self.path = f"{self.path}{PART_SUFFIX}{int(part)}"
         self.entries: dict[str, dict] = {}
         self._load()
+
+    def part_paths(self) -> list[str]:
+        """The part files of this cache that distributed processes left (finished or killed)."""
+        folder, prefix = os.path.dirname(self.path), os.path.basename(self.path) + PART_SUFFIX
+        if not os.path.isdir(folder):
+            return []
+        return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                      if name.startswith(prefix) and name[len(prefix):].isdigit())
+
+    def merge_parts(self) -> int:
+        """Fold every part file into this cache with one atomic rename, then delete the parts.
+
+        Returns the number of records merged. A torn last line of a part (a killed process) is dropped
+        like the cache's own; only the main process may call this while no other process writes.
+        """
+        parts = self.part_paths()
+        if not parts:
+            return 0
+        records = []
+        for path in parts:
+            part = ASRCache(self.cache_dir, self.model_name, self.generate_kwargs, part=int(path.rsplit(PART_SUFFIX, 1)[1]))
+            records += list(part.entries.values())
+        if records:
+            merged = dict(self.entries)
+            merged.update((record["id"], record) for record in records)
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            lines = [json.dumps({"meta": self.meta}, sort_keys=True)]
+            lines += [json.dumps(record, ensure_ascii=False) for record in merged.values()]
+            with atomic_path(self.path) as tmp:
+                with open(tmp, "w", encoding="utf-8") as handle:
+                    handle.write("\n".join(lines) + "\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            self.entries = merged
+        for path in parts:
+            os.remove(path)
+        return len(records)
 
     def _load(self) -> None:
         if not os.path.exists(self.path):
@@ -303,10 +355,9 @@ def transcribe(
     appended to the cache one batch at a time. ``generate_kwargs`` (e.g. ``{"language": "en",
     "task": "transcribe"}`` for Whisper) are passed to generation and are part of the cache key.
     A model is known to the cache by its name or path: after retraining a local model in place,
-    pass ``overwrite=True``.
+    pass ``overwrite=True``. Under ``accelerate launch`` the rows are shared out over the processes
+    (see the module docstring); every process returns the full result.
     """
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     corpus = _as_dataset_dict(data)
@@ -329,7 +380,15 @@ def transcribe(
         raise ValueError(f"utterance ids must be unique; {len(clashes)} ids name two audio files: {clashes[:10]}")
 
     name = _model_name(model)
-    cache = ASRCache(cache_dir if cache_dir is not None else default_cache_dir(), name, generate_kwargs)
+    cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+    state = _process_state()
+    is_main = state is None or state.is_main_process
+    cache = ASRCache(cache_dir, name, generate_kwargs)
+    if is_main and cache.merge_parts():  # parts a killed distributed run left: theirs is finished work
+        logger.info("ASR cache %s: merged the part files of an interrupted distributed run", cache.path)
+    if state is not None:
+        state.wait_for_everyone()
+        cache = ASRCache(cache_dir, name, generate_kwargs)  # what the main process merged
     texts: dict[str, str] = {}
     todo = []
     for utterance_id, audio in rows.items():
@@ -341,6 +400,42 @@ def transcribe(
     logger.info("ASR %s: %d utterances, %d cached in %s, %d to transcribe", name, len(rows), len(texts), cache.path, len(todo))
     if not todo:
         return {utterance_id: texts[utterance_id] for utterance_id in rows}
+
+    if state is not None:
+        mine = todo[state.process_index :: state.num_processes]  # dealt out in turn: disjoint, together all
+        writer = ASRCache(cache_dir, name, generate_kwargs, part=state.process_index)
+        if device in (None, "cuda") and state.device.type != "cpu":
+            device = state.device  # each process on its own accelerator, not all on the first
+        logger.info("ASR process %d/%d: %d rows to transcribe", state.process_index, state.num_processes, len(mine))
+    else:
+        mine, writer = todo, cache
+    if mine:
+        _transcribe_rows(mine, writer, model, name, device, dtype, batch_size, generate_kwargs, progress and is_main)
+    if state is not None:
+        state.wait_for_everyone()  # every part is complete
+        if is_main:
+            cache.merge_parts()
+        state.wait_for_everyone()
+        writer = cache = ASRCache(cache_dir, name, generate_kwargs)
+    missing = [utterance_id for utterance_id, _ in todo if utterance_id not in writer.entries]
+    if missing:
+        raise RuntimeError(f"ASR left {len(missing)} rows without a transcript (first: {missing[:5]})")
+    texts.update((utterance_id, writer.entries[utterance_id]["text"]) for utterance_id, _ in todo)
+    return {utterance_id: texts[utterance_id] for utterance_id in rows}
+
+
+def _process_state():
+    """accelerate's process state under a multi-process launch (None in a single process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from ser_hf.features import distributed_state
+
+    return distributed_state()
+
+
+def _transcribe_rows(todo, cache: ASRCache, model, name: str, device, dtype, batch_size: int, generate_kwargs, progress: bool) -> None:
+    """Run ASR over ``todo`` ((id, audio path) pairs), appending every batch to ``cache``."""
+    from tqdm.auto import tqdm
 
     asr_pipeline = _build_asr_pipeline(model, device, dtype) if isinstance(model, str) else model
     sampling_rate = asr_pipeline.feature_extractor.sampling_rate
@@ -357,9 +452,7 @@ def transcribe(
                 for (utterance_id, audio), (size, mtime_ns), text in zip(batch, keys, outputs)
             ]
             cache.append(records)
-            texts.update((record["id"], record["text"]) for record in records)
             bar.update(len(batch))
-    return {utterance_id: texts[utterance_id] for utterance_id in rows}
 
 
 # ---------------------------------------------------------------------------------------- corpora

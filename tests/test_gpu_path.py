@@ -106,3 +106,40 @@ def test_lean_wavlm_attention_matches_the_stock_layer_and_keeps_no_weights():
 def test_backbones_with_sdpa_support_use_it(kind):
     config = SERSpeechConfig(backbone_config=tiny_speech_backbone(kind, num_layers=1), labels=["a", "b"])
     assert SERModelForSpeech(config).backbone.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_bf16_autocast_training_step_matches_float32(checkpointing):
+    """A whole multitask step (focal + CCC) under CPU bf16 autocast: the loss is float32, finite and
+    within bf16's precision of the float32 step; gradients point the same way."""
+    torch.manual_seed(0)
+    config = SERSpeechConfig(backbone_config=tiny_speech_backbone("wavlm", num_layers=2, mask_time_prob=0.0, layerdrop=0.0),
+                             labels=["a", "b", "c"], task="multitask", head_hidden_size=16, head_dropout=0.0,
+                             freeze_feature_encoder=False, max_audio_seconds=1.0)
+    model = SERModelForSpeech(config).train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    if checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    from ser_hf.losses import build_loss
+
+    focal, ccc = build_loss("focal", num_classes=3, focal_gamma=2.0), build_loss("ccc")
+    batch = dict(build_feature_extractor(config)([torch.randn(16000).numpy() * 0.1 for _ in range(4)], sampling_rate=16000,
+                                                 padding=True, return_attention_mask=True, return_tensors="pt"))
+    labels, attributes = torch.tensor([0, 1, 2, 0]), torch.rand(4, 3)
+
+    def step(autocast: bool):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(**batch)
+            loss = focal(out.logits, labels) + ccc(out.attributes, attributes)
+        loss.backward()
+        grad = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
+        return loss, grad
+
+    loss32, grad32 = step(False)
+    loss16, grad16 = step(True)
+    assert loss16.dtype == torch.float32 and torch.isfinite(loss16) and torch.isfinite(grad16).all()
+    assert abs(loss16.item() - loss32.item()) <= 0.05 * abs(loss32.item()) + 1e-3, (loss16.item(), loss32.item())
+    assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.95

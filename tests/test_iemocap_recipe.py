@@ -34,6 +34,7 @@ def test_recipe_configs_are_valid_run_configs(tmp_path):
     assert speech["corpus"] == "iemocap" and speech["corpus_options"]["class_set"] == "4"
     for stage in ("speech", "text"):
         config = {**yaml.safe_load(open(paths[stage])), "cv_folds": "iemocap_loso", "cv_fold": 0, "output_dir": str(tmp_path)}
+        assert config.pop("bf16") is True  # a GPU recipe; this CPU test checks the arguments in float32
         check_run_arguments(config)  # every key is a real argument with a valid value
     assert yaml.safe_load(open(paths["fusion"]))["head_hidden_size"] == 8
     overrides.write_text(yaml.safe_dump({"speach": {}}))

@@ -104,7 +104,8 @@ def test_dry_run_launches_every_stage_with_accelerate(msp, tmp_path, caplog):
     for line in commands:
         assert " -m accelerate.commands.launch --num_processes 2" in line and " -m ser_hf.cli " in line, line
     transcribe = [line for line in commands if line.startswith("[transcribe")]
-    assert len(transcribe) == 2 and all(line.rstrip().split("--num_processes")[-1].split()[0] == "1" for line in transcribe)
+    # ASR is sharded over the processes too (ser_hf.transcription), like every other stage
+    assert len(transcribe) == 2 and all(line.rstrip().split("--num_processes")[-1].split()[0] == "2" for line in transcribe)
     # the written configs are the recipe YAMLs with this run's paths
     speech = yaml.safe_load((out / "configs" / "speech_cat.yaml").read_text())
     assert speech["data_path"] == str(msp.root) and speech["output_dir"] == str(out / "speech_cat")

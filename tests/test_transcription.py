@@ -251,3 +251,56 @@ def test_cli_writes_a_manifest_with_references_for_train_and_asr_elsewhere(msp, 
 def test_save_manifest_needs_jsonl(tmp_path):
     with pytest.raises(ValueError, match="jsonl"):
         save_manifest(_corpus(train=[("a", "x")]), tmp_path / "m.csv")
+
+
+# ------------------------------------------------------------------------------ sharded over processes
+def test_parts_left_by_a_killed_distributed_run_are_merged_and_not_redone(msp, whisper, tmp_path, asr_calls):
+    from ser_hf.transcription import _file_key
+
+    data = datasets.DatasetDict({"dev": load_corpus("msp_podcast", msp)["dev"]})  # 8 utterances
+    ids, audio = data["dev"]["id"], data["dev"]["audio"]
+    cache_dir = tmp_path / "cache"
+    done = {0: [0, 2], 1: [1]}  # process 0 finished two rows, process 1 one row and then died mid-write
+    for rank, rows in done.items():
+        part = ASRCache(cache_dir, whisper, part=rank)
+        part.append([{"id": ids[i], "audio": audio[i], "size": _file_key(audio[i])[0], "mtime_ns": _file_key(audio[i])[1],
+                      "text": f"from part {rank}"} for i in rows])
+    with open(ASRCache(cache_dir, whisper, part=1).path, "ab") as handle:
+        handle.write(b'{"id": "torn')
+    texts = transcribe(data, model=whisper, batch_size=4, cache_dir=cache_dir, progress=False)
+    assert asr_calls["utterances"] == 5  # only the rows no part holds
+    assert [texts[ids[i]] for i in (0, 1, 2)] == ["from part 0", "from part 1", "from part 0"]
+    assert sorted(p.name for p in cache_dir.iterdir()) == [os.path.basename(ASRCache(cache_dir, whisper).path)]
+    lines = (cache_dir / os.listdir(cache_dir)[0]).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 + 8 and sorted(json.loads(line)["id"] for line in lines[1:]) == sorted(ids)
+
+
+def test_two_processes_share_the_transcription_and_merge_one_cache(msp, whisper, tmp_path):
+    """`accelerate launch` with two CPU processes: disjoint shares, one merged cache, the one-process manifest."""
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = ["transcribe", "--corpus", "msp_podcast", "--data_path", str(msp), "--model", whisper, "--batch_size", "3"]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--main_process_port", str(port), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "ser_hf.cli", *args, "--output", str(tmp_path / "two.jsonl"), "--cache_dir", str(tmp_path / "cache2")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="")
+    run = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-4000:]
+    shares = {int(m[0]): int(m[1]) for m in re.findall(r"ASR process (\d)/2: (\d+) rows", run.stderr)}
+    assert shares == {0: 8, 1: 8}  # dev + test (16 rows) dealt out in turn
+    (cache_file,) = os.listdir(tmp_path / "cache2")  # the parts were merged and removed
+    records = [json.loads(line) for line in (tmp_path / "cache2" / cache_file).read_text(encoding="utf-8").splitlines()[1:]]
+    assert len(records) == 16 and len({r["id"] for r in records}) == 16  # every row once
+
+    from ser_hf.cli import main
+
+    assert main([*args, "--output", str(tmp_path / "one.jsonl"), "--cache_dir", str(tmp_path / "cache1")]) == 0
+    one, two = load_corpus("manifest", tmp_path / "one.jsonl"), load_corpus("manifest", tmp_path / "two.jsonl")
+    for split in one:
+        assert two[split]["id"] == one[split]["id"] and two[split]["transcript"] == one[split]["transcript"]

@@ -256,7 +256,7 @@ class Plan:
             )
             if self.msp_options:
                 injected["corpus_options"] = dict(self.msp_options)
-            jobs.append(Job(f"transcribe_{key}", self.resolve("transcribe", base, injected), "transcribe", single_process=True))
+            jobs.append(Job(f"transcribe_{key}", self.resolve("transcribe", base, injected), "transcribe"))
         return jobs
 
     def train(self, stage: str) -> list[Job]:
@@ -334,7 +334,7 @@ def launch_command(command: str, config_path: str, args: argparse.Namespace, sin
     if args.launcher == "python":
         return [sys.executable, "-m", "ser_hf.cli", *cli]
     accelerate = [sys.executable, "-m", "accelerate.commands.launch", *shlex.split(args.accelerate_args)]
-    if single_process:  # ASR runs in one process: several would transcribe the same files
+    if single_process:  # a stage that must not be shared out over processes
         accelerate = [a for a in accelerate if a != "--multi_gpu"] + ["--num_processes", "1"]
     return [*accelerate, "-m", "ser_hf.cli", *cli]
 

@@ -3,7 +3,9 @@
 Writes the corpus as a JSONL manifest whose ``transcript`` column follows ``--transcript_source``
 (default: references for train, ASR for every other split, as in the paper). Train text models on
 it with ``corpus: manifest`` and ``data_path: transcripts.jsonl``. A summary of how many rows got
-which kind of transcript is written next to it (``<output>.summary.json``).
+which kind of transcript is written next to it (``<output>.summary.json``). Under ``accelerate
+launch --num_processes N`` the utterances are shared out over the processes (one ASR model each)
+and the main process writes the outputs.
 """
 from __future__ import annotations
 
@@ -50,10 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     args, data_args = parse_config((TranscribeArguments, DataArguments), argv, prog="ser-hf transcribe")
     if not args.output:
         raise ConfigError("ser-hf transcribe needs --output (the .jsonl manifest to write)")
-    from accelerate import PartialState
-
-    if PartialState().num_processes > 1:  # each process would transcribe every file and race on the cache
-        raise SystemExit("ser-hf transcribe runs in one process; use `accelerate launch --num_processes 1` (or plain ser-hf)")
     import datasets
 
     from ser_hf.experiment import dump_json, load_data
@@ -82,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         dtype=args.dtype,
     )
+    from ser_hf.transcription import _process_state
+
+    state = _process_state()  # under accelerate launch every process transcribed its share; one writes
+    if state is not None and not state.is_main_process:
+        return 0
     save_manifest(corpus, args.output)
     summary = {
         "corpus": data_args.corpus,
