@@ -114,7 +114,7 @@ class SERTrainingArguments(TrainingArguments):
     durations_cache: str | None = field(
         default=None,
         metadata={
-            "help": "Parquet file caching audio durations keyed by path, size and mtime (default: "
+            "help": "Parquet file caching audio headers (durations, and the validation probe's results) keyed by path, size and mtime (default: "
             ".ser_hf_durations.parquet in the audio's common folder, or ~/.cache/ser_hf/durations if not writable)."
         },
     )
