@@ -44,7 +44,11 @@ def _fallback_cache_path(folder: str) -> str:
 
 def default_cache_path(paths: Sequence[str]) -> str:
     """The cache file for these audio paths (see the module docstring for the rule)."""
-    folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
+    return _default_cache_path([_absolute(os.fspath(p)) for p in paths])
+
+
+def _default_cache_path(paths: Sequence[str]) -> str:  # absolute paths
+    folders = {p.rpartition(os.sep)[0] or os.sep for p in paths}
     common = os.path.commonpath(sorted(folders)) if folders else os.getcwd()
     folder = common
     while True:  # the nearest existing cache of this folder or a parent (beside the audio if writable)
@@ -78,6 +82,7 @@ class HeaderTable:
 
     def __post_init__(self):
         self.index = dict(zip(self.paths, range(len(self.paths))))
+        self.readable = np.fromiter((e is None for e in self.errors), dtype=bool, count=len(self.errors))
 
     @classmethod
     def empty(cls) -> "HeaderTable":
@@ -197,6 +202,28 @@ def _header_info(path: str) -> HeaderFacts:
     return HeaderFacts(info.frames, info.samplerate, info.channels)
 
 
+@dataclass
+class Headers:
+    """Header facts of many files, as columns in input order (``errors[i]`` is None for a readable file)."""
+
+    frames: np.ndarray
+    samplerate: np.ndarray
+    channels: np.ndarray
+    errors: list[str | None]
+
+    @property
+    def seconds(self) -> np.ndarray:
+        ok = np.array([e is None for e in self.errors], dtype=bool) & (self.samplerate > 0)
+        return np.where(ok, self.frames / np.maximum(self.samplerate, 1), np.nan)
+
+
+def _absolute(path: str) -> str:
+    """``os.path.abspath`` without the call for paths that are already absolute and normal."""
+    if path.startswith(os.sep) and "/." not in path and "//" not in path and not path.endswith(os.sep):
+        return path
+    return os.path.abspath(path)
+
+
 def cached_headers(
     paths: Sequence[str],
     read: Callable[[str], HeaderFacts],
@@ -208,7 +235,7 @@ def cached_headers(
     trust_cache: bool = False,
     write_cache: bool = True,
     desc: str = "reading audio headers",
-) -> list[HeaderFacts]:
+) -> Headers:
     """``read(path)`` for every path, through the on-disk cache (input order).
 
     ``probed``: the facts must come from validation's probe (a header-only entry is read again);
@@ -219,43 +246,43 @@ def cached_headers(
     from tqdm.auto import tqdm
 
     given = [os.fspath(p) for p in paths]  # read as given (messages name the path the user wrote)
-    paths = [os.path.abspath(p) for p in given]
-    if not paths:
-        return []
-    cache_path = cache_path or default_cache_path(paths)
-    table = load_table(cache_path)
+    paths = [_absolute(p) for p in given]
+    n = len(paths)
+    cache_path = cache_path or (_default_cache_path(paths) if paths else "")
+    table = load_table(cache_path) if paths else HeaderTable.empty()
     threads = num_threads or min(8, (os.cpu_count() or 1) * 2)
     rows = table.rows_of(paths)
+    safe = np.maximum(rows, 0)
     usable = rows >= 0
-    if probed:
-        usable &= table.probed[np.maximum(rows, 0)] if len(table.paths) else False
-    else:
-        usable &= np.array([table.errors[r] is None if r >= 0 else False for r in rows], dtype=bool)
-    if not trust_cache:
-        size, mtime = _stats(paths, threads)
-        safe = np.maximum(rows, 0)
-        if len(table.paths):
+    if len(table.paths):
+        usable &= table.probed[safe] if probed else table.readable[safe]
+        if not trust_cache:
+            size, mtime = _stats(paths, threads)
             usable &= (size >= 0) & (table.size[safe] == size) & (table.mtime_ns[safe] == mtime)
-        else:
-            usable[:] = False
-    facts: list[HeaderFacts | None] = [None] * len(paths)
-    for i in np.flatnonzero(usable):
-        r = rows[i]
-        facts[i] = HeaderFacts(int(table.frames[r]), int(table.samplerate[r]), int(table.channels[r]), table.errors[r])
+    else:
+        usable[:] = False
+    if len(table.paths):
+        frames, samplerate, channels = table.frames[safe], table.samplerate[safe], table.channels[safe]  # copies
+        errors = [table.errors[r] if ok else None for r, ok in zip(rows.tolist(), usable.tolist())]
+    else:
+        frames, samplerate, channels = (np.zeros(n, dtype=np.int64) for _ in range(3))
+        errors = [None] * n
     first: dict[str, int] = {}  # a file listed on several rows is read once
-    for i in np.flatnonzero(~usable).tolist():
+    stale = np.flatnonzero(~usable).tolist()
+    for i in stale:
         first.setdefault(paths[i], i)
     todo = list(first.values())
+    facts: dict[int, HeaderFacts] = {}
     if todo:
         with ThreadPoolExecutor(threads) as pool, tqdm(total=len(todo), desc=desc, unit="file",
                                                   disable=None if progress is None else not progress) as bar:
             chunks = _chunks(todo, 64)
             for chunk, results in zip(chunks, pool.map(lambda c: [read(given[k]) for k in c], chunks)):
-                for i, value in zip(chunk, results):
-                    facts[i] = value
+                facts.update(zip(chunk, results))
                 bar.update(len(chunk))
-        for i in np.flatnonzero(~usable).tolist():
-            facts[i] = facts[first[paths[i]]]
+        for i in stale:
+            fact = facts[first[paths[i]]]
+            frames[i], samplerate[i], channels[i], errors[i] = fact.frames, fact.samplerate, fact.channels, fact.error
         if write_cache:
             new = {}
             for i in todo:
@@ -268,8 +295,8 @@ def cached_headers(
                     _save_table(cache_path, table.updated(new))
                 except OSError as exc:
                     logger.warning("could not write the audio header cache %s (%s)", cache_path, exc)
-        logger.info("read %d audio headers (%d from the cache %s)", len(todo), len(paths) - len(todo), cache_path)
-    return facts  # type: ignore[return-value]
+        logger.info("read %d audio headers (%d from the cache %s)", len(todo), n - len(stale), cache_path)
+    return Headers(frames, samplerate, channels, errors)
 
 
 def read_durations(
@@ -288,16 +315,16 @@ def read_durations(
     gets NaN. ``trust_cache``: take cached entries without ``stat`` (for processes that wait for the
     main process to refresh the cache). ``num_threads`` reads headers in parallel (default 8).
     """
-    paths = [os.path.abspath(os.fspath(p)) for p in paths]
-    facts = cached_headers(paths, _header_info, probed=False, cache_path=cache_path, num_threads=num_threads,
-                           progress=progress, trust_cache=trust_cache, write_cache=write_cache,
-                           desc="reading audio durations")
-    seconds = np.fromiter((f.seconds for f in facts), dtype=np.float64, count=len(facts))
-    errors = [(p, f.error) for p, f in zip(paths, facts) if f.error is not None]
+    paths = [_absolute(os.fspath(p)) for p in paths]
+    headers = cached_headers(paths, _header_info, probed=False, cache_path=cache_path, num_threads=num_threads,
+                             progress=progress, trust_cache=trust_cache, write_cache=write_cache,
+                             desc="reading audio durations")
+    seconds = headers.seconds
+    errors = [(p, e) for p, e in zip(paths, headers.errors) if e is not None]
     if errors and strict:
         listed = "; ".join(f"{path}: {error}" for path, error in errors[:10])
         raise ValueError(f"{len(errors)} audio file(s) have no readable duration: {listed}")
     return seconds
 
 
-__all__ = ["CACHE_NAME", "HeaderFacts", "cached_headers", "default_cache_path", "load_cache", "read_durations"]
+__all__ = ["CACHE_NAME", "HeaderFacts", "Headers", "cached_headers", "default_cache_path", "load_cache", "read_durations"]
