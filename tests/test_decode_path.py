@@ -61,3 +61,16 @@ def test_integer_pcm_skips_the_finite_check_but_float_files_keep_it(tmp_path):
     sf.write(tmp_path / "float.wav", wave, 16000, subtype="FLOAT")
     with pytest.raises(AudioError, match="NaN or infinite"):
         load_audio_crop(str(tmp_path / "float.wav"), 16000, None)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_16_bit_pcm_decodes_to_the_values_libsndfile_gives(tmp_path, channels):
+    rng = np.random.default_rng(3)
+    samples = rng.integers(-32768, 32768, size=(4000, channels), dtype=np.int16)
+    samples[:4] = [[-32768], [32767], [0], [1]] if channels == 1 else [[-32768, 1], [32767, 0], [0, -1], [1, 5]]
+    path = str(tmp_path / "pcm16.wav")
+    sf.write(path, samples, 16000, subtype="PCM_16")
+    expected = sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1)
+    got = load_audio_crop(path, 16000, None)
+    assert got.dtype == np.float32 and got.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(got, expected.astype(np.float32))

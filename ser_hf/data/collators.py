@@ -237,9 +237,10 @@ def normalise_and_pad(waves: list[np.ndarray], feature_extractor) -> dict[str, t
     lengths = np.fromiter((len(w) for w in waves), dtype=np.int64, count=len(waves))
     longest = int(lengths.max(initial=0))
     padding_value = float(feature_extractor.padding_value)
-    values = np.full((len(waves), longest), padding_value, dtype=np.float32)
+    values = np.empty((len(waves), longest), dtype=np.float32)
+    mask = np.zeros((len(waves), longest), dtype=np.int32)
     normalise = bool(feature_extractor.do_normalize)
-    for row, wave in zip(values, waves):
+    for row, row_mask, wave in zip(values, mask, waves):
         wave = np.asarray(wave, dtype=np.float32)
         real = row[: len(wave)]
         if normalise:
@@ -248,7 +249,8 @@ def normalise_and_pad(waves: list[np.ndarray], feature_extractor) -> dict[str, t
             real /= np.sqrt(wave.var() + 1e-7)
         else:
             real[:] = wave
-    mask = (np.arange(longest) < lengths[:, None]).astype(np.int32)
+        row[len(wave) :] = padding_value
+        row_mask[: len(wave)] = 1
     return {"input_values": torch.from_numpy(values), "attention_mask": torch.from_numpy(mask)}
 
 
