@@ -129,3 +129,15 @@ def test_a_manifest_with_bad_lines_raises_the_same_message_every_time(tmp_path):
             load_manifest(manifest, required_columns=("audio", "label"))
         messages.append(str(error.value))
     assert messages[0] == messages[1] and "line 9" in messages[0] and "arousal value 'not-a-number'" in messages[0]
+
+
+def test_the_train_command_imports_no_optional_heavy_package():
+    """Start-up is import-bound (torch + transformers: seconds); nothing only other commands use may add to it."""
+    import subprocess
+    import sys
+
+    optional = ["gradio", "onnx", "onnxruntime", "matplotlib", "evaluate", "sklearn", "librosa", "numba"]
+    code = ("import sys, ser_hf.cli, ser_hf.commands.train, ser_hf.experiment, ser_hf.trainer, ser_hf.preflight; "
+            f"print([m for m in {optional!r} if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
