@@ -141,3 +141,18 @@ def test_the_train_command_imports_no_optional_heavy_package():
             f"print([m for m in {optional!r} if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_processes_that_waited_for_the_main_one_take_its_table_without_stat(tmp_path, monkeypatch):
+    from ser_hf.data import durations as durations_module
+
+    manifest = _corpus_folder(tmp_path)
+    args = DataArguments(corpus="manifest", data_path=manifest, labels=["a", "b"], train_split="train",
+                         eval_split="none", test_split="none", on_invalid_rows="drop")
+    main = check_run_data(args, task="categorical", max_seconds=2.0, progress=False)
+    probes = _counting_probe(monkeypatch)
+    monkeypatch.setattr(durations_module, "_stats", lambda *a: pytest.fail("a waiting process must not stat"))
+    other = check_run_data(args, task="categorical", max_seconds=2.0, progress=False, trust_header_cache=True)
+    assert [str(p) for p in other.dropped] == [str(p) for p in main.dropped] and len(main.dropped) == 4
+    assert other.report.warnings == main.report.warnings
+    assert dict(probes) == {"missing.wav": 1}
