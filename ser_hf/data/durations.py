@@ -39,7 +39,8 @@ _COLUMNS = ("path", "size", "mtime_ns", "seconds", "frames", "samplerate", "chan
 
 def _fallback_cache_path(folder: str) -> str:
     root = os.environ.get("SER_HF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ser_hf")
-    return os.path.join(root, "durations", hashlib.sha1(folder.encode()).hexdigest()[:16] + ".parquet")
+    digest = hashlib.sha1(folder.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(root, "durations", digest + ".parquet")
 
 
 def default_cache_path(paths: Sequence[str]) -> str:
