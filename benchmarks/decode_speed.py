@@ -4,8 +4,13 @@ Writes ``--files`` 48 kHz 16-bit mono WAVs of MSP-like lengths (lognormal, media
 and times, in alternating repetitions within one process (one thread, as in a DataLoader worker):
 
 * ``collator``: `SpeechCollator` (training mode: decode with soundfile, soxr to 16 kHz, 12 s crop,
-  WavLM feature extractor normalisation and padding) on batches of 8 rows;
-* ``soundfile+soxr``: `soundfile.read` + `soxr.resample` alone (the floor for this file format);
+  WavLM normalisation and padding in one buffer, `ser_hf.data.collators.normalise_and_pad`) on
+  batches of 8 rows;
+* ``collator (extractor)``: the same collator through the feature extractor's own per-utterance
+  path (what it did before; the baseline of the change);
+* ``soundfile+soxr``: `soundfile.read` + `soxr.resample` alone (decode + resample floor);
+* ``soundfile``: `soundfile.read` alone, float32 (the decode-only floor: no resampling at all);
+* ``soxr``: `soxr.resample` (HQ, the quality training uses) of the decoded arrays alone;
 * ``librosa``: ``librosa.load(path, sr=16000)`` (the baseline named in the issue).
 
 Speed is audio seconds decoded per wall second ("x real time"); medians over repetitions and the
@@ -70,6 +75,26 @@ def main() -> None:
             for start in range(0, len(rows), 8):
                 collator(rows[start : start + 8])
 
+        def run_extractor_collator():
+            import ser_hf.data.collators as collators
+
+            fast = collators._is_plain_waveform_extractor
+            collators._is_plain_waveform_extractor = lambda extractor: False
+            try:
+                run_collator()
+            finally:
+                collators._is_plain_waveform_extractor = fast
+
+        def run_decode_only():
+            for path in paths:
+                sf.read(path, dtype="float32")
+
+        decoded = [sf.read(path, dtype="float32")[0] for path in paths]
+
+        def run_resample_only():
+            for wave in decoded:
+                soxr.resample(wave, 48000, 16000)
+
         def run_soundfile():
             for path in paths:
                 wave, rate = sf.read(path, dtype="float32")
@@ -79,7 +104,9 @@ def main() -> None:
             for path in paths:
                 librosa.load(path, sr=16000)
 
-        paths_to_time = {"collator": run_collator, "soundfile+soxr": run_soundfile, "librosa": run_librosa}
+        paths_to_time = {"collator": run_collator, "collator (extractor)": run_extractor_collator,
+                         "soundfile+soxr": run_soundfile, "soundfile": run_decode_only, "soxr": run_resample_only,
+                         "librosa": run_librosa}
         for fn in paths_to_time.values():  # warm-up: page cache, imports, soxr plans
             fn()
         speeds: dict[str, list[float]] = {name: [] for name in paths_to_time}
@@ -98,14 +125,17 @@ def main() -> None:
         for name, v in speeds.items()
     }
     ratios = [c / l for c, l in zip(speeds["collator"], speeds["librosa"])]
+    before = [c / e for c, e in zip(speeds["collator"], speeds["collator (extractor)"])]
     print(f"{args.files} files, {total_seconds:.0f} s of 48 kHz audio, {args.repetitions} alternating repetitions")
-    print(f"{'path':16} {'x real time':>11} {'range':>17} {'x per CPU-s':>11}")
+    print(f"{'path':22} {'x real time':>11} {'range':>17} {'x per CPU-s':>11}")
     for name, s in summary.items():
-        print(f"{name:16} {s['median_x_realtime']:11.0f} {s['min']:8.0f}-{s['max']:<8.0f} "
+        print(f"{name:22} {s['median_x_realtime']:11.0f} {s['min']:8.0f}-{s['max']:<8.0f} "
               f"{s['median_x_realtime_per_cpu_second']:11.0f}")
-    print(f"collator / librosa (same run): median {statistics.median(ratios):.2f}x")
+    print(f"collator / librosa (same run): median {statistics.median(ratios):.2f}x; "
+          f"collator / collator (extractor): median {statistics.median(before):.2f}x")
     result = {"benchmark": "decode_speed", "files": args.files, "audio_seconds": total_seconds, "summary": summary,
               "collator_over_librosa": {"median": statistics.median(ratios), "ratios": ratios},
+              "collator_over_extractor_path": {"median": statistics.median(before), "ratios": before},
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_average": os.getloadavg()},
               "command": "python benchmarks/decode_speed.py " + " ".join(sys.argv[1:])}
     os.makedirs(os.path.dirname(args.output), exist_ok=True)

@@ -209,14 +209,19 @@ def check_training_data(
     """Every check `train` makes before building a model (``ser-hf validate`` runs exactly this)."""
     if (not data_args.eval_split or data_args.eval_split.lower() == "none") and training_args.eval_strategy != "no":
         raise ConfigError("eval_strategy needs an eval_split: give --eval_split, or --eval_strategy no")
-    return check_run_data(
-        data_args,
-        task=model_args.task,
-        modality=model_args.modality,
-        max_seconds=training_args.max_audio_seconds,
-        scan_audio=scan_audio,
-        progress=progress,
-    )
+    # One process per node opens the audio files (and refreshes the header cache); the others wait
+    # for it and take its results from the cache, so 8 ranks do not open every file 8 times.
+    with training_args.main_process_first(local=True, desc="validating the data"):
+        return check_run_data(
+            data_args,
+            task=model_args.task,
+            modality=model_args.modality,
+            max_seconds=training_args.max_audio_seconds,
+            scan_audio=scan_audio,
+            progress=progress,
+            header_cache=training_args.durations_cache,
+            trust_header_cache=training_args.local_process_index != 0,
+        )
 
 
 def train(data_args: DataArguments, model_args: ModelArguments, training_args: SERTrainingArguments) -> dict[str, Any]:
@@ -273,6 +278,8 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
         data_collator=collator,
         processing_class=processor,
     )
+    # The validation pass above stat-ed every audio file through the header cache length grouping reads.
+    trainer.audio_headers_verified = bool(data_args.validate_audio and model_args.modality == "speech")
     # "last" = the newest complete checkpoint in output_dir (a fresh start when there is none yet);
     # a SIGTERM stops after saving a checkpoint and raises ser_hf.resume.TrainingPreempted.
     train_output = trainer.train(resume_from_checkpoint=resume_from)

@@ -21,7 +21,7 @@ import datasets
 from ser_hf.arguments import DataArguments
 from ser_hf.data.corpora import CorpusSpec, get_corpus_spec
 from ser_hf.data.protocols import apply_evaluation_protocol, shared_label_spec
-from ser_hf.data.schema import ATTRIBUTES, INVALID_SPLIT, BOOKKEEPING_COLUMNS
+from ser_hf.data.schema import ATTRIBUTES, BOOKKEEPING_COLUMNS, INVALID_SPLIT, column_values
 from ser_hf.data.validation import RowProblem, ValidationReport, drop_bad_rows, format_problems, validate_dataset
 from ser_hf.errors import ConfigError, DataError, SERUserError
 
@@ -139,12 +139,12 @@ def _label_set(data_args: DataArguments, spec: CorpusSpec, corpus, task: str) ->
     if labels is None and getattr(data_args, "dataset_name", None) and data_args.label_column_name:
         # a `datasets` input: its ClassLabel names in the dataset's order, else the labels it holds, sorted
         labels = getattr(corpus, "class_labels", None) or sorted(
-            {label for ds in corpus.values() for label in ds["label"] if label is not None}) or None
+            {label for ds in corpus.values() for label in column_values(ds, "label") if label is not None}) or None
     if labels is None and task != "attributes":
         found, first = Counter(), {}
         for name, ds in corpus.items():
-            sources = ds["source"] if "source" in ds.column_names else None
-            for i, label in enumerate(ds["label"]):
+            sources = column_values(ds, "source") if "source" in ds.column_names else None
+            for i, label in enumerate(column_values(ds, "label")):
                 if label is not None:
                     found[label] += 1
                     first.setdefault(label, sources[i] if sources else f"{name}[{i}]")
@@ -171,7 +171,7 @@ def _attribute_range(data_args: DataArguments, spec: CorpusSpec, corpus, task: s
         return float(declared[0]), float(declared[1])
     if spec.attribute_range is not None:
         return spec.attribute_range
-    values = [v for ds in corpus.values() for name in ATTRIBUTES for v in ds[name] if v is not None]
+    values = [v for ds in corpus.values() for name in ATTRIBUTES for v in column_values(ds, name) if v is not None]
     if task != "categorical" or values:
         if task == "categorical":
             return None  # attributes are not read by a categorical run; nothing to check them against
@@ -220,15 +220,15 @@ def _unlabelled_rows_warning(report: ValidationReport, corpus, train_parts, task
     for part in train_parts:
         ds = corpus[part]
         if task == "categorical":
-            missing = [i for i, label in enumerate(ds["label"]) if label is None]
+            missing = [i for i, label in enumerate(column_values(ds, "label")) if label is None]
         elif task == "attributes":
-            columns = [ds[name] for name in ATTRIBUTES]
+            columns = [column_values(ds, name) for name in ATTRIBUTES]
             missing = [i for i, values in enumerate(zip(*columns)) if all(v is None for v in values)]
         else:
             continue
         missing = [i for i in missing if i not in bad.get(part, ())]
         if missing:
-            sources = ds["source"] if "source" in ds.column_names else None
+            sources = column_values(ds, "source") if "source" in ds.column_names else None
             where = [sources[i] if sources else f"{part}[{i}]" for i in missing]
             report.add_warning(len(missing), f"no {task} target in split {part!r}; not used for training", where)
 
@@ -243,6 +243,8 @@ def check_run_data(
     scan_audio: bool | None = None,
     progress: bool | None = None,
     training: bool = True,
+    header_cache: str | None = None,
+    trust_header_cache: bool = False,
 ) -> CheckedData:
     """Check options and every row a run reads; raise one `DataError` listing all problems.
 
@@ -250,6 +252,9 @@ def check_run_data(
     instead and returned in ``dropped``; data-level problems still raise. ``scan_audio`` (default:
     ``data_args.scan_audio``) decodes every file once to warn about silence and clipping.
     ``training=False`` (evaluation) skips the checks about training rows (class coverage).
+    Audio files are probed through the header cache shared with length grouping (``header_cache``:
+    its path, default beside the audio; ``trust_header_cache``: take its entries without ``stat``,
+    for processes that waited for the main one), so a second launch re-opens no unchanged file.
     """
     _check_choice("task", task, TASKS)
     _check_choice("modality", modality, MODALITIES)
@@ -291,6 +296,8 @@ def check_run_data(
         check_audio=data_args.validate_audio and modality == "speech",
         scan_audio=data_args.scan_audio if scan_audio is None else scan_audio,
         progress=progress,
+        cache_path=header_cache,
+        trust_cache=trust_header_cache,
     )
     if training:
         train_parts = data_args.train_split.split("+") if data_args.train_split else []

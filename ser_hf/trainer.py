@@ -121,6 +121,11 @@ class SERTrainer(Trainer):
     the random-crop variant used for training.
     """
 
+    # Set by `ser_hf.experiment.train` when its validation pass has just stat-ed (or read) every audio
+    # file through the header cache in this launch: length grouping then takes the cached entries
+    # without stat-ing 270k files a second time.
+    audio_headers_verified: bool = False
+
     def __init__(self, model=None, args: SERTrainingArguments | None = None, *pargs, **kwargs):
         if args is None:
             raise ValueError("SERTrainer needs SERTrainingArguments")
@@ -405,7 +410,9 @@ class SERTrainer(Trainer):
             if isinstance(dataset.features.get("audio"), datasets.Audio):  # never decode a whole column to measure it
                 dataset = dataset.select_columns(["audio"]).cast_column("audio", datasets.Audio(decode=False))
             paths = [value.get("path") if isinstance(value, dict) else value for value in column_values(dataset, "audio")]
-            if not all(isinstance(p, str) and os.path.isfile(p) for p in paths):
+            # Every value a path, and a spread of them files (the reads below name any other missing file).
+            sample = paths[:: max(1, len(paths) // 32)]
+            if not all(isinstance(p, str) and p for p in paths) or not all(os.path.isfile(p) for p in sample):
                 logger.info("length grouping: the audio column holds no file paths (e.g. embedded bytes); batches as drawn")
                 return None
             # One process per node reads (and caches) the durations; the others wait and load its table.
@@ -414,7 +421,7 @@ class SERTrainer(Trainer):
                     paths,
                     cache_path=self.args.durations_cache,
                     progress=not self.args.disable_tqdm and self.args.local_process_index == 0,
-                    trust_cache=self.args.local_process_index != 0,
+                    trust_cache=self.args.local_process_index != 0 or self.audio_headers_verified,
                 )
         elif "transcript" in columns:
             return [float(len(t or "")) for t in column_values(dataset, "transcript")]
@@ -436,8 +443,9 @@ class SERTrainer(Trainer):
                     f"sampler={args.sampler!r} needs a class for every training row; {len(unlabelled)} rows have none "
                     f"(first: {[self.train_dataset[int(i)]['id'] for i in unlabelled[:5]]}). Filter them or use sampler=none."
                 )
-        label_list = labels.tolist() if labels is not None else [None] * len(self.train_dataset)
+        label_list = labels if labels is not None else [None] * len(self.train_dataset)
         lengths = self._train_lengths()
+        lengths = np.asarray(lengths, dtype=np.float64) if lengths is not None else None
         return build_batch_sampler(
             args.sampler,
             label_list,

@@ -133,8 +133,9 @@ class SERTrainingArguments(TrainingArguments):
     durations_cache: str | None = field(
         default=None,
         metadata={
-            "help": "Parquet file caching audio durations keyed by path, size and mtime (default: "
-            ".ser_hf_durations.parquet in the audio's common folder, or ~/.cache/ser_hf/durations if not writable)."
+            "help": "Parquet file caching audio headers (durations, and the validation probe's results) keyed by "
+            "path, size and mtime (default: .ser_hf_durations.parquet in the audio's common folder or the nearest "
+            "parent that has one, or ~/.cache/ser_hf/durations if not writable)."
         },
     )
     attribute_loss_weights: list[float] | None = field(

@@ -16,6 +16,14 @@ _FREQ = {"a": 180.0, "b": 320.0, "c": 560.0}
 _AVD = {"a": (2.0, 3.0, 2.5), "b": (4.0, 4.0, 4.0), "c": (6.0, 5.0, 5.5)}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_ser_hf_cache(tmp_path_factory):
+    """Parsed-manifest and header caches of the tests go to a temporary folder, not ~/.cache/ser_hf."""
+    if "SER_HF_CACHE" not in os.environ:
+        os.environ["SER_HF_CACHE"] = str(tmp_path_factory.mktemp("ser_hf_cache"))
+    yield
+
+
 def write_tiny_corpus(root, *, per_class=(6, 4, 2), splits=("train", "dev", "test"), seed=0) -> str:
     """A manifest corpus whose class is audible (tone pitch) and whose A/V/D follow the class.
 

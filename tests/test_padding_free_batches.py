@@ -27,8 +27,8 @@ def _wavs(folder, seconds):
 def test_durations_are_read_once_cached_by_size_and_mtime(tmp_path, monkeypatch):
     paths = _wavs(str(tmp_path), [0.5, 1.0, 1.5])
     reads = Counter()
-    real = durations_module._header_seconds
-    monkeypatch.setattr(durations_module, "_header_seconds", lambda p: (reads.update([p]), real(p))[1])
+    real = durations_module._header_info
+    monkeypatch.setattr(durations_module, "_header_info", lambda p: (reads.update([p]), real(p))[1])
     np.testing.assert_allclose(read_durations(paths, progress=False), [0.5, 1.0, 1.5])
     assert os.path.isfile(tmp_path / CACHE_NAME) and sum(reads.values()) == 3
     np.testing.assert_allclose(read_durations(paths, progress=False), [0.5, 1.0, 1.5])

@@ -208,6 +208,8 @@ def load_audio(source, sampling_rate: int = 16000) -> np.ndarray:
         with handle:
             rate = int(handle.samplerate)
             wave = _read_mono(handle, path)
+            check = not _integer_coded(handle)
+        return _finish(wave, rate, sampling_rate, path, check_finite=check)
     return _finish(wave, rate, sampling_rate, path)
 
 
@@ -219,6 +221,10 @@ _MIX_BLOCK = 1 << 20
 def _read_mono(handle: sf.SoundFile, path: str, frames: int = -1) -> np.ndarray:
     """``frames`` frames (all remaining with -1) from the current position, channels averaged."""
     try:
+        if handle.channels == 1 and handle.subtype == "PCM_16":
+            # int16 -> float32 in numpy: the same values as libsndfile's float read (x / 32768), a third faster
+            samples = handle.read(frames, dtype="int16")
+            return np.multiply(samples, np.float32(1 / 32768), dtype=np.float32)
         if handle.channels == 1:
             return handle.read(frames, dtype="float32", always_2d=True)[:, 0]
         available = int(handle.frames) - int(handle.tell()) if handle.seekable() else None
@@ -238,10 +244,16 @@ def _read_mono(handle: sf.SoundFile, path: str, frames: int = -1) -> np.ndarray:
         raise AudioError(path, f"corrupt audio data ({exc})") from exc
 
 
-def _finish(wave: np.ndarray, rate: int, sampling_rate: int, path: str) -> np.ndarray:
+def _integer_coded(handle: sf.SoundFile) -> bool:
+    """Integer PCM (or A-/mu-law) cannot hold NaN or infinity: no need to look for them."""
+    subtype = handle.subtype or ""
+    return subtype.startswith("PCM_") or subtype in ("ULAW", "ALAW")
+
+
+def _finish(wave: np.ndarray, rate: int, sampling_rate: int, path: str, *, check_finite: bool = True) -> np.ndarray:
     if wave.size == 0:
         raise AudioError(path, "empty audio (0 frames)")
-    if not np.isfinite(wave).all():
+    if check_finite and not np.isfinite(wave).all():
         raise AudioError(path, "audio contains NaN or infinite samples")
     if rate != sampling_rate:
         wave = soxr.resample(wave, rate, sampling_rate)
@@ -270,14 +282,15 @@ def load_audio_crop(
         return crop(load_audio(source, sampling_rate), max_samples, random=rng is not None, rng=rng)
     with handle:
         rate, frames = int(handle.samplerate), int(handle.frames)
+        check = not _integer_coded(handle)
         length = frames if rate == sampling_rate else int(math.ceil(frames * sampling_rate / rate))
         if max_samples is None or length <= max_samples or not handle.seekable():
-            wave = _finish(_read_mono(handle, path), rate, sampling_rate, path)
+            wave = _finish(_read_mono(handle, path), rate, sampling_rate, path, check_finite=check)
             return crop(wave, max_samples, random=rng is not None, rng=rng)
         start = int(rng.integers(0, length - max_samples + 1)) if rng is not None else 0
         if rate == sampling_rate:
             handle.seek(start)
-            return _finish(_read_mono(handle, path, max_samples), rate, sampling_rate, path)
+            return _finish(_read_mono(handle, path, max_samples), rate, sampling_rate, path, check_finite=check)
         # Read from a source frame whose position on the target timeline is a whole sample (a multiple
         # of rate / gcd), a margin early, so the window's samples line up with the whole-file resampling.
         step = rate // math.gcd(rate, sampling_rate)
@@ -285,7 +298,7 @@ def load_audio_crop(
         skip = start - source_start * sampling_rate // rate
         source_frames = int(math.ceil((skip + max_samples) * rate / sampling_rate)) + _RESAMPLE_MARGIN
         handle.seek(source_start)
-        wave = _finish(_read_mono(handle, path, source_frames), rate, sampling_rate, path)
+        wave = _finish(_read_mono(handle, path, source_frames), rate, sampling_rate, path, check_finite=check)
         return np.ascontiguousarray(wave[skip : skip + max_samples])
 
 

@@ -181,6 +181,8 @@ class SpeechCollator:
         return batch
 
     def _features(self, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        if _is_plain_waveform_extractor(self.feature_extractor):
+            return normalise_and_pad(waves, self.feature_extractor)
         return dict(
             self.feature_extractor(
                 waves,
@@ -211,6 +213,45 @@ class SpeechCollator:
             batch["window_weights"] = torch.tensor(lengths, dtype=torch.float32)
         batch.update(self.targets(rows))
         return batch
+
+
+def _is_plain_waveform_extractor(feature_extractor) -> bool:
+    """A stock wav2vec2-family extractor (WavLM, wav2vec2, HuBERT): raw samples, optional per-utterance
+    normalisation, padding; `normalise_and_pad` computes exactly what it would."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    return (type(feature_extractor) is Wav2Vec2FeatureExtractor and feature_extractor.feature_size == 1
+            and getattr(feature_extractor, "padding_side", "right") == "right")
+
+
+def normalise_and_pad(waves: list[np.ndarray], feature_extractor) -> dict[str, torch.Tensor]:
+    """``Wav2Vec2FeatureExtractor(waves, padding=True, return_attention_mask=True, return_tensors="pt")``
+    without its per-utterance Python path: one padded float32 array filled in place (each utterance
+    zero-mean, unit-variance over its real samples when ``do_normalize``, the padding value after),
+    handed to torch without a copy.
+
+    Why: the extractor converts lists to arrays and back and normalises a copy of every padded row,
+    about as long as decoding the audio; this is the same arithmetic (float32 mean and variance of
+    the real samples, as the extractor computes them) on one buffer.
+    """
+    lengths = np.fromiter((len(w) for w in waves), dtype=np.int64, count=len(waves))
+    longest = int(lengths.max(initial=0))
+    padding_value = float(feature_extractor.padding_value)
+    values = np.empty((len(waves), longest), dtype=np.float32)
+    mask = np.zeros((len(waves), longest), dtype=np.int32)
+    normalise = bool(feature_extractor.do_normalize)
+    for row, row_mask, wave in zip(values, mask, waves):
+        wave = np.asarray(wave, dtype=np.float32)
+        real = row[: len(wave)]
+        if normalise:
+            mean = wave.mean()
+            np.subtract(wave, mean, out=real)
+            real /= np.sqrt(wave.var() + 1e-7)
+        else:
+            real[:] = wave
+        row[len(wave) :] = padding_value
+        row_mask[: len(wave)] = 1
+    return {"input_values": torch.from_numpy(values), "attention_mask": torch.from_numpy(mask)}
 
 
 def _is_whisper(feature_extractor) -> bool:

@@ -16,14 +16,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 import os
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import datasets
 import numpy as np
 import soundfile as sf
-from tqdm.auto import tqdm
 
 from ser_hf.data.audio import AudioError, AudioInfo, describe_audio, probe_audio
-from ser_hf.data.schema import ATTRIBUTES, COLUMNS, INVALID, SOURCE
+from ser_hf.data.durations import HeaderFacts, cached_headers
+from ser_hf.data.schema import ATTRIBUTES, COLUMNS, INVALID, SOURCE, column_values
 from ser_hf.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -162,8 +163,7 @@ def _attribute_reasons(row: dict, attribute_range, require_attributes: bool) -> 
     return reasons
 
 
-@dataclass(frozen=True)
-class _AudioFacts:
+class _AudioFacts(NamedTuple):  # a tuple: 270k of them are made in one pass
     info: AudioInfo | None = None
     reason: str | None = None
     peak: float | None = None  # only with a content scan
@@ -204,11 +204,70 @@ def _audio_check(path, scan: bool = False) -> _AudioFacts:
     return _AudioFacts(info) if stats is None else _AudioFacts(info, None, *stats)
 
 
-def _row_batches(ds: datasets.Dataset, batch_size: int = 1024):
-    """Rows as dicts, read a batch at a time (per-row Dataset indexing costs ~1 ms a row)."""
-    for batch in ds.iter(batch_size=batch_size):
-        columns = list(batch)
-        yield [dict(zip(columns, values)) for values in zip(*batch.values())]
+def _probe_facts(path) -> HeaderFacts:
+    """Validation's probe of one file as cacheable header facts (the message is the report's)."""
+    try:
+        info = probe_audio(path or "")
+    except AudioError as exc:
+        return HeaderFacts(error=f"{exc.reason}: {describe_audio(path)}" if path else exc.reason)
+    except OSError as exc:  # e.g. permission denied: looked at again next time
+        return HeaderFacts(error=f"unreadable audio ({exc}): {describe_audio(path)}", cacheable=False)
+    return HeaderFacts(info.frames, info.samplerate, info.channels)
+
+
+@dataclass
+class _AudioColumns:
+    """Every row's audio facts as columns (no object per row: 270k rows in one pass). ``reason`` is
+    None for a readable file; ``frames``/``rate`` are 0 where nothing was read."""
+
+    reason: list
+    frames: list
+    rate: list
+    peak: list
+    clipped: list
+
+    @classmethod
+    def unchecked(cls, n: int) -> "_AudioColumns":
+        return cls([None] * n, [0] * n, [0] * n, [None] * n, [None] * n)
+
+
+def _audio_facts(
+    sources: list, *, scan: bool, pool: ThreadPoolExecutor, threads: int, cache: dict, progress: bool | None
+) -> _AudioColumns:
+    """Every row's audio facts: file paths through the shared header cache (`ser_hf.data.durations`),
+    other sources (bytes, decoded arrays of a `datasets` input) probed directly; ``scan`` then decodes
+    the readable files (never cached)."""
+    out = _AudioColumns.unchecked(len(sources))
+    files = [i for i, source in enumerate(sources) if isinstance(source, str) and source]
+    if len(files) == len(sources):
+        headers = cached_headers(sources, _probe_facts, probed=True, num_threads=threads, progress=progress,
+                                 desc="probing audio files", **cache)
+        out.reason, out.frames, out.rate = headers.errors, headers.frames.tolist(), headers.samplerate.tolist()
+    elif files:
+        headers = cached_headers([sources[i] for i in files], _probe_facts, probed=True, num_threads=threads,
+                                 progress=progress, desc="probing audio files", **cache)
+        for k, i in enumerate(files):
+            out.reason[i], out.frames[i], out.rate[i] = headers.errors[k], int(headers.frames[k]), int(headers.samplerate[k])
+    listed = set(files)
+    others = [i for i in range(len(sources)) if i not in listed]
+    for i, fact in zip(others, pool.map(lambda k: _audio_check(sources[k]), others)):
+        out.reason[i] = fact.reason
+        if fact.info is not None:
+            out.frames[i], out.rate[i] = fact.info.frames, fact.info.samplerate
+    if scan:
+        readable = [i for i, reason in enumerate(out.reason) if reason is None]
+
+        def scanned(k: int):
+            try:
+                return None, _scan(sources[k])
+            except (sf.LibsndfileError, RuntimeError) as exc:  # the header was fine, the data is not
+                return f"corrupt audio data ({exc}): {describe_audio(sources[k])}", None
+
+        for i, (reason, stats) in zip(readable, pool.map(scanned, readable)):
+            out.reason[i] = reason
+            if stats is not None:
+                out.peak[i], out.clipped[i] = stats
+    return out
 
 
 def validate_dataset(
@@ -225,6 +284,9 @@ def validate_dataset(
     scan_audio: bool = False,
     progress: bool | None = None,
     num_threads: int = 4,
+    cache_path: str | None = None,
+    trust_cache: bool = False,
+    write_cache: bool = True,
 ) -> ValidationReport:
     """Check every row of a Dataset/DatasetDict in the common schema; never raises for bad rows.
 
@@ -236,6 +298,10 @@ def validate_dataset(
     crop of them is used per step), and with ``scan_audio`` (one full decode per file) all-silent
     and clipped files. ``progress``: tqdm bar on/off; ``None`` shows it only on a terminal. Audio is
     read by ``num_threads`` threads because the work is file I/O (slow on network disks).
+
+    Audio files are probed through the header cache shared with length grouping
+    (`ser_hf.data.durations`; ``cache_path``, ``trust_cache`` and ``write_cache`` as there): a second
+    launch only ``stat``s unchanged files and reports the problems the first launch found.
     """
     splits, _ = _as_dict(ds_or_dict)
     for split, ds in splits.items():
@@ -246,60 +312,70 @@ def validate_dataset(
     report = ValidationReport(n_rows=sum(len(ds) for ds in splits.values()))
     seen_ids: dict[str, str] = {}
     notes: dict[str, list[str]] = {}  # warning kind -> row locations
-    check = (lambda path: _audio_check(path, scan_audio)) if check_audio else None
-    desc = "validating (decoding audio)" if check_audio and scan_audio else "validating"
-    bar = tqdm(total=report.n_rows, desc=desc, unit="row", disable=None if progress is None else not progress)
-    with bar, ThreadPoolExecutor(max(1, num_threads)) as pool:
-        for split, ds in splits.items():
-            durations = report.durations.setdefault(split, [])
-            counts = report.label_counts.setdefault(split, Counter())
-            index = 0
-            for rows in _row_batches(ds):
-                audio_checks = pool.map(check, [row["audio"] for row in rows]) if check_audio else None
-                for row in rows:
-                    where = row.get(SOURCE) or f"{split}[{index}]"
-                    parse_reasons = [r for r in (row.get(INVALID) or "").split("; ") if r]
-                    reasons = list(parse_reasons)
-                    row_id = row["id"]
-                    if row_id in (None, ""):
-                        if not parse_reasons:
-                            reasons.append("missing id")
-                    elif row_id in seen_ids:
-                        reasons.append(f"duplicate id (first seen at {seen_ids[row_id]})")
-                    else:
-                        seen_ids[row_id] = where
-                    label = row["label"]
-                    if label is None:
-                        if require_label:
-                            reasons.append("missing label")
-                    elif allowed is not None and label not in allowed:
-                        reasons.append(f"unknown label {label!r} (expected one of {sorted(allowed)})")
-                    reasons += _attribute_reasons(row, attribute_range, require_attributes)
-                    if require_transcript and not (row["transcript"] or "").strip():
-                        reasons.append("missing or empty transcript (a text model reads it)")
-                    facts = next(audio_checks) if check_audio else _AudioFacts()
-                    if facts.reason and not (row["audio"] is None and parse_reasons):
-                        reasons.append(facts.reason)
-                    info = facts.info
-                    if info is not None and not facts.reason:
-                        if sampling_rate is not None and info.samplerate < sampling_rate:
-                            notes.setdefault("low_rate", []).append(f"{where} ({info.samplerate} Hz)")
-                        if max_seconds is not None and info.duration > max_seconds:
-                            notes.setdefault("long", []).append(f"{where} ({info.duration:.1f} s)")
-                        if facts.peak is not None and facts.peak < SILENCE_PEAK:
-                            notes.setdefault("silent", []).append(where)
-                        elif facts.clipped_fraction is not None and facts.clipped_fraction > CLIP_FRACTION:
-                            notes.setdefault("clipped", []).append(f"{where} ({100 * facts.clipped_fraction:.1f}%)")
-                    durations.append(None if info is None else info.duration)
-                    if reasons:
-                        report.problems.append(
-                            RowProblem(split, index, row_id, describe_audio(row["audio"]), tuple(reasons), row.get(SOURCE))
-                        )
-                    elif label is not None:
-                        counts[label] += 1
-                        report.label_examples.setdefault((split, label), where)
-                    index += 1
-                bar.update(len(rows))
+    cache = {"cache_path": cache_path, "trust_cache": trust_cache, "write_cache": write_cache}
+    columns = {split: {name: column_values(ds, name) if name in ds.column_names else [None] * len(ds)
+                       for name in (*COLUMNS, SOURCE, INVALID)} for split, ds in splits.items()}
+    with ThreadPoolExecutor(max(1, num_threads)) as pool:
+        every_audio = [value for column in columns.values() for value in column["audio"]]
+        facts = (_audio_facts(every_audio, scan=scan_audio, pool=pool, threads=max(1, num_threads), cache=cache,
+                              progress=progress)
+                 if check_audio else _AudioColumns.unchecked(len(every_audio)))
+    offset = 0
+    for split, ds in splits.items():
+        durations = report.durations.setdefault(split, [])
+        counts = report.label_counts.setdefault(split, Counter())
+        n = len(ds)
+        column = columns[split]
+        audio = column["audio"]
+        attributes = [column[name] for name in ATTRIBUTES]
+        check_attributes = require_attributes or any(v is not None for a in attributes for v in a)
+        for index, row in enumerate(range(offset, offset + n)):  # row: the position in ``facts``
+            source = column[SOURCE][index]
+            where = source or f"{split}[{index}]"
+            parse_reasons = [r for r in (column[INVALID][index] or "").split("; ") if r]
+            reasons = list(parse_reasons)
+            row_id = column["id"][index]
+            if row_id in (None, ""):
+                if not parse_reasons:
+                    reasons.append("missing id")
+            elif row_id in seen_ids:
+                reasons.append(f"duplicate id (first seen at {seen_ids[row_id]})")
+            else:
+                seen_ids[row_id] = where
+            label = column["label"][index]
+            if label is None:
+                if require_label:
+                    reasons.append("missing label")
+            elif allowed is not None and label not in allowed:
+                reasons.append(f"unknown label {label!r} (expected one of {sorted(allowed)})")
+            if check_attributes and (require_attributes or any(a[index] is not None for a in attributes)):
+                reasons += _attribute_reasons({name: a[index] for name, a in zip(ATTRIBUTES, attributes)},
+                                              attribute_range, require_attributes)
+            if require_transcript and not (column["transcript"][index] or "").strip():
+                reasons.append("missing or empty transcript (a text model reads it)")
+            reason, rate = facts.reason[row], facts.rate[row]
+            if reason and not (audio[index] is None and parse_reasons):
+                reasons.append(reason)
+            seconds = facts.frames[row] / rate if rate and reason is None else None
+            if seconds is not None:
+                if sampling_rate is not None and rate < sampling_rate:
+                    notes.setdefault("low_rate", []).append(f"{where} ({rate} Hz)")
+                if max_seconds is not None and seconds > max_seconds:
+                    notes.setdefault("long", []).append(f"{where} ({seconds:.1f} s)")
+                peak, clipped = facts.peak[row], facts.clipped[row]
+                if peak is not None and peak < SILENCE_PEAK:
+                    notes.setdefault("silent", []).append(where)
+                elif clipped is not None and clipped > CLIP_FRACTION:
+                    notes.setdefault("clipped", []).append(f"{where} ({100 * clipped:.1f}%)")
+            durations.append(seconds)
+            if reasons:
+                report.problems.append(
+                    RowProblem(split, index, row_id, describe_audio(audio[index]), tuple(reasons), source)
+                )
+            elif label is not None:
+                counts[label] += 1
+                report.label_examples.setdefault((split, label), where)
+        offset += n
     texts = {
         "low_rate": f"audio stored below {sampling_rate} Hz, the model's rate; it will be upsampled (adds no information)",
         "long": f"audio longer than the {max_seconds:g} s crop; each step sees one crop of it" if max_seconds else "",

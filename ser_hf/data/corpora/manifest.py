@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping
 
 import datasets
 
+from ser_hf.data import manifest_cache
 from ser_hf.data.schema import ATTRIBUTES, COLUMNS, INVALID, INVALID_SPLIT, SOURCE, rows_to_dataset_dict
 from ser_hf.data.soft_labels import distribution_from_votes, majority_label, parse_distribution
 from ser_hf.data.splits import order_splits
@@ -317,6 +318,16 @@ def load_manifest(
     mapping = _check_mapping(column_mapping or {})
     base = os.path.abspath(os.fspath(audio_root) if audio_root is not None else os.path.dirname(os.path.abspath(path)))
     required = [c for c in dict.fromkeys(required_columns) if c in COLUMNS]
+    _check_path(path)
+    options = {"column_mapping": mapping, "base": base, "split": split, "encoding": encoding, "required": required,
+               "keep_invalid_rows": keep_invalid_rows, "labels": list(labels) if labels is not None else None}
+    cache_id = manifest_cache.cache_key(path, options)
+    cached = manifest_cache.load(cache_id)
+    if cached is not None:  # parsed before, same file and options (see ser_hf.data.manifest_cache)
+        corpus, extra = cached
+        if extra.get("ignored"):
+            logger.info("%s: ignoring columns not in the schema: %s", path, extra["ignored"])
+        return corpus
     rows, errors, ignored, seen_keys = [], [], set(), []
     cached_keys, sources, samples, first_line, meta = None, {}, {}, None, {}
     for line_no, record, problem in _read_lines(path, encoding, meta):
@@ -371,7 +382,9 @@ def load_manifest(
         logger.info("%s: ignoring columns not in the schema: %s", path, sorted(ignored))
     if not keep_invalid_rows:  # the plain schema; the bookkeeping columns are for validation
         rows = [{k: v for k, v in row.items() if k != SOURCE} for row in rows]
-    return order_splits(rows_to_dataset_dict(rows))
+    corpus = order_splits(rows_to_dataset_dict(rows))
+    manifest_cache.save(cache_id, corpus, {"ignored": sorted(ignored)})
+    return corpus
 
 
 def _row_from_record(value: dict, base: str, split: str | None, need_audio: bool = True) -> tuple[dict, list[str]]:
