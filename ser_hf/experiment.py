@@ -280,6 +280,7 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     )
     # The validation pass above stat-ed every audio file through the header cache length grouping reads.
     trainer.audio_headers_verified = bool(data_args.validate_audio and model_args.modality == "speech")
+    trainer.audio_header_cache = checked.report.header_cache
     # "last" = the newest complete checkpoint in output_dir (a fresh start when there is none yet);
     # a SIGTERM stops after saving a checkpoint and raises ser_hf.resume.TrainingPreempted.
     train_output = trainer.train(resume_from_checkpoint=resume_from)

@@ -125,6 +125,8 @@ class SERTrainer(Trainer):
     # file through the header cache in this launch: length grouping then takes the cached entries
     # without stat-ing 270k files a second time.
     audio_headers_verified: bool = False
+    # The header cache that validation used (its table covers every split); None: the default place.
+    audio_header_cache: str | None = None
 
     def __init__(self, model=None, args: SERTrainingArguments | None = None, *pargs, **kwargs):
         if args is None:
@@ -419,7 +421,7 @@ class SERTrainer(Trainer):
             with self.args.main_process_first(local=True, desc="reading audio durations"):
                 seconds = read_durations(
                     paths,
-                    cache_path=self.args.durations_cache,
+                    cache_path=self.args.durations_cache or self.audio_header_cache,
                     progress=not self.args.disable_tqdm and self.args.local_process_index == 0,
                     trust_cache=self.args.local_process_index != 0 or self.audio_headers_verified,
                 )

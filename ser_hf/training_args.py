@@ -134,8 +134,8 @@ class SERTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "Parquet file caching audio headers (durations, and the validation probe's results) keyed by "
-            "path, size and mtime (default: .ser_hf_durations.parquet in the audio's common folder or the nearest "
-            "parent that has one, or ~/.cache/ser_hf/durations if not writable)."
+            "path, size and mtime (default: .ser_hf_durations.parquet in the audio files' common folder, or "
+            "$SER_HF_CACHE/durations (~/.cache/ser_hf) if that folder is not writable)."
         },
     )
     attribute_loss_weights: list[float] | None = field(

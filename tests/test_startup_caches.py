@@ -96,6 +96,30 @@ def test_the_second_start_raises_the_first_starts_error_and_durations_reuse_the_
     np.testing.assert_allclose(read_durations(paths, progress=False), [0.5, 3.0, 0.5])
 
 
+def test_validation_hands_its_table_to_length_grouping_and_parent_caches_are_not_borrowed(tmp_path, monkeypatch):
+    """Splits in sibling folders: validation's table sits in their common folder and the training split's
+    durations come from it (the trainer gets ``report.header_cache``); a stray cache in a parent folder is ignored."""
+    from ser_hf.data.durations import CACHE_NAME, default_cache_path
+
+    (tmp_path / CACHE_NAME).write_bytes(b"a stray cache of some other corpus, never read")
+    for split in ("train", "test"):
+        (tmp_path / "audio" / split).mkdir(parents=True)
+        for i in range(2):
+            _wav(tmp_path / "audio" / split / f"{i}.wav", 0.5 + i)
+    lines = ["id,audio,label,split"] + [f"{s}{i},audio/{s}/{i}.wav,{'ab'[i]},{s}" for s in ("train", "test") for i in range(2)]
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    args = DataArguments(corpus="manifest", data_path=str(tmp_path / "manifest.csv"), labels=["a", "b"],
+                         train_split="train", eval_split="none", test_split="test")
+    checked = check_run_data(args, task="categorical", max_seconds=2.0, progress=False)
+    table = str(tmp_path / "audio" / CACHE_NAME)
+    assert checked.report.header_cache == table and os.path.isfile(table)
+    train_paths = [str(tmp_path / "audio" / "train" / f"{i}.wav") for i in range(2)]
+    assert default_cache_path(train_paths) == str(tmp_path / "audio" / "train" / CACHE_NAME)  # not the parent's
+    monkeypatch.setattr("ser_hf.data.audio.audio_info", lambda p: pytest.fail(f"opened {p}"))
+    np.testing.assert_allclose(read_durations(train_paths, cache_path=checked.report.header_cache, progress=False), [0.5, 1.5])
+    assert not os.path.exists(tmp_path / "audio" / "train" / CACHE_NAME)
+
+
 def test_the_parsed_manifest_cache_gives_the_same_corpus_and_notices_edits(tmp_path, monkeypatch):
     manifest = _corpus_folder(tmp_path)
     first = load_manifest(manifest, keep_invalid_rows=True, required_columns=("audio", "label"))

@@ -10,11 +10,12 @@ frames, rate and channels, whether the full probe ran (validation) or only the h
 and the probe's error for a broken file, so the second start reports the same problems without
 opening anything. Missing files and OS errors (permissions) are never cached.
 
-Where the cache lives: ``cache_path`` if given; else the nearest existing cache of the folder the
-audio files share or of one of its parents (so validation of all splits and length grouping of the
-training split share one table); else ``.ser_hf_durations.parquet`` in that shared folder when it
-is writable; else ``$SER_HF_CACHE`` (default ``~/.cache/ser_hf``)``/durations/<hash of that
-folder>.parquet``.
+Where the cache lives: ``cache_path`` if given; else ``.ser_hf_durations.parquet`` in the folder the
+audio files share when it is writable; else ``$SER_HF_CACHE`` (default ``~/.cache/ser_hf``)
+``/durations/<hash of that folder>.parquet``. A training run validates every split first and hands
+the table it used to length grouping (``SERTrainer.audio_header_cache``), so the training split's
+durations come from the same table even when its files share a deeper folder. (No search of parent
+folders: a cache left in a parent such as ``/tmp`` would otherwise collect every corpus below it.)
 
 Distributed runs: only the main process reads and writes; the others wait for it and load the
 table it wrote (``trust_cache=True`` skips the per-file ``stat``).
@@ -51,17 +52,6 @@ def default_cache_path(paths: Sequence[str]) -> str:
 def _default_cache_path(paths: Sequence[str]) -> str:  # absolute paths
     folders = {p.rpartition(os.sep)[0] or os.sep for p in paths}
     common = os.path.commonpath(sorted(folders)) if folders else os.getcwd()
-    folder = common
-    while True:  # the nearest existing cache of this folder or a parent (beside the audio if writable)
-        beside = os.path.join(folder, CACHE_NAME)
-        if os.path.isfile(beside) and os.access(folder, os.W_OK):
-            return beside
-        if os.path.isfile(_fallback_cache_path(folder)):
-            return _fallback_cache_path(folder)
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
     if os.path.isdir(common) and os.access(common, os.W_OK):
         return os.path.join(common, CACHE_NAME)
     return _fallback_cache_path(common)

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 
 from ser_hf.data.audio import AudioError, AudioInfo, describe_audio, probe_audio
-from ser_hf.data.durations import HeaderFacts, cached_headers
+from ser_hf.data.durations import HeaderFacts, cached_headers, default_cache_path
 from ser_hf.data.schema import ATTRIBUTES, COLUMNS, INVALID, SOURCE, column_values
 from ser_hf.errors import DataError
 
@@ -96,6 +96,7 @@ class ValidationReport:
     durations: dict[str, list[float | None]] = field(default_factory=dict)
     # rows per (split, label) among rows without problems, and the first row's location of each
     label_counts: dict[str, Counter] = field(default_factory=dict)
+    header_cache: str | None = None  # the audio header cache the probe read and refreshed (None: no files probed)
     label_examples: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
@@ -317,6 +318,10 @@ def validate_dataset(
                        for name in (*COLUMNS, SOURCE, INVALID)} for split, ds in splits.items()}
     with ThreadPoolExecutor(max(1, num_threads)) as pool:
         every_audio = [value for column in columns.values() for value in column["audio"]]
+        files = [value for value in every_audio if isinstance(value, str) and value]
+        if check_audio and files and not cache_path:  # one table for all splits; length grouping reads it too
+            cache["cache_path"] = default_cache_path(files)
+        report.header_cache = cache["cache_path"] if check_audio and files else None
         facts = (_audio_facts(every_audio, scan=scan_audio, pool=pool, threads=max(1, num_threads), cache=cache,
                               progress=progress)
                  if check_audio else _AudioColumns.unchecked(len(every_audio)))
