@@ -316,7 +316,7 @@ def predict_split(
     from transformers import AutoConfig
 
     import ser_hf.modeling  # noqa: F401  (registers the ser-hf model types with AutoConfig)
-    from ser_hf.evaluation import Predictions, references_from_rows
+    from ser_hf.evaluation.report import Predictions, references_from_rows
     from ser_hf.trainer import SERTrainer
 
     config = AutoConfig.from_pretrained(model_dir)
@@ -361,10 +361,10 @@ def evaluate_checkpoint(
     """Metrics of a saved checkpoint on one split, over the whole split (also under accelerate launch).
 
     With ``output_dir`` the main process writes ``metrics.json`` there, and with ``report`` the
-    whole evaluation report beside it (see `ser_hf.evaluation`). Top-level keys of the returned
+    whole evaluation report beside it (see `ser_hf.evaluation.report`). Top-level keys of the returned
     dict are the trainer's metric names (``macro_f1``, ``uar``, ``ccc_mean``, ...).
     """
-    from ser_hf.evaluation import FILES, compute_evaluation, write_evaluation_report
+    from ser_hf.evaluation.report import FILES, compute_evaluation, write_evaluation_report
 
     config, dataset, predictions, runtime, is_main = predict_split(
         model_dir, data_args, split=split, batch_size=batch_size, max_seconds=max_seconds

@@ -2,7 +2,7 @@
 
 With ``--output_dir`` the evaluation report is written there (metrics.json, per-class table,
 confusion matrix, attribute scatters, per-gender/per-speaker metrics, bootstrap intervals,
-predictions and challenge submission CSVs; see `ser_hf.evaluation`).
+predictions and challenge submission CSVs; see `ser_hf.evaluation.report`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class EvaluateArguments:
         metadata={
             "help": "Robustness report instead of one evaluation: degradations with severities, e.g. "
             "noise:20,10,0 reverb:0.3,0.6,1.0 band_limit:4000,2000,1000 (speed, gain too); writes robustness.csv/png "
-            "to output_dir (see ser_hf.robustness)."
+            "to output_dir (see ser_hf.evaluation.robustness)."
         },
     )
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from ser_hf.experiment import dump_json, evaluate_checkpoint
 
     if eval_args.perturb:
-        from ser_hf.robustness import robustness_report
+        from ser_hf.evaluation.robustness import robustness_report
 
         if not eval_args.output_dir:
             raise ValueError("--perturb writes robustness.csv/png: give --output_dir")
