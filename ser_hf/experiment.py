@@ -125,8 +125,14 @@ def build_model(model_args: ModelArguments, *, labels, label_names, attribute_ra
     if attribute_range is not None:
         common["attribute_range"] = attribute_range
     if speech:
-        common.update(freeze_feature_encoder=model_args.freeze_feature_encoder, max_audio_seconds=max_audio_seconds)
+        common.update(
+            freeze_feature_encoder=model_args.freeze_feature_encoder,
+            max_audio_seconds=max_audio_seconds,
+            input_normalization=model_args.input_normalization,
+        )
     else:
+        if model_args.input_normalization != "none":
+            raise ConfigError("input_normalization applies to log-mel speech encoders, not to text models")
         common.update(max_length=model_args.max_text_length)
     config_class = SERSpeechConfig if speech else SERTextConfig
     if model_args.backbone_config is not None:
