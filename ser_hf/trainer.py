@@ -151,6 +151,12 @@ class SERTrainer(Trainer):
         self.class_counts = self._class_counts()
         self.categorical_loss, self.attribute_loss = self._build_losses()
         self.add_callback(_ReseedSamplerCallback(self))
+        self.weight_averaging = None
+        if args.average_last_epochs:
+            from ser_hf.weight_averaging import EpochWeightAveraging
+
+            self.weight_averaging = EpochWeightAveraging(args.average_last_epochs)
+            self.add_callback(self.weight_averaging)
         from ser_hf.resume import FAULT_ENV, FaultInjectionCallback, PreemptionCallback
 
         if os.environ.get(FAULT_ENV):
@@ -169,6 +175,8 @@ class SERTrainer(Trainer):
         from ser_hf.resume import TrainingPreempted, resolve_resume_checkpoint
 
         checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        if self.weight_averaging is not None and checkpoint:
+            self.weight_averaging.load(checkpoint)
         output = super().train(checkpoint, *args, **kwargs)
         if self.preemption.stopped_at is not None:
             saved = os.path.join(self.args.output_dir, f"checkpoint-{self.preemption.stopped_at}")
@@ -181,7 +189,9 @@ class SERTrainer(Trainer):
         reads a half-written weights file. A staging folder left by a killed run is cleared first.
         Checkpoints (``_internal_call``) are saved as the Trainer does; `ser_hf.resume` skips
         incomplete ones."""
-        if _internal_call:
+        if _internal_call:  # a checkpoint: its weight snapshots go in before the Trainer writes trainer_state.json
+            if self.weight_averaging is not None and self.args.should_save:
+                self.weight_averaging.save(output_dir or self.args.output_dir)
             return super().save_model(output_dir, _internal_call)
         from ser_hf.io import publish_folder
 
