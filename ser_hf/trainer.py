@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -170,14 +171,18 @@ class SERTrainer(Trainer):
         """`Trainer.train`, with ``resume_from_checkpoint`` also accepting ``"last"`` (the newest
         complete checkpoint in ``output_dir``; a fresh start if there is none yet).
 
-        Raises `ser_hf.resume.TrainingPreempted` when SIGTERM stopped the run after saving a checkpoint.
+        Raises `ser_hf.resume.TrainingPreempted` when SIGTERM stopped the run after saving a checkpoint. The
+        returned metrics add ``train_cpu_seconds`` (CPU time of this process, every thread counted).
         """
         from ser_hf.resume import TrainingPreempted, resolve_resume_checkpoint
 
         checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
         if self.weight_averaging is not None and checkpoint:
             self.weight_averaging.load(checkpoint)
+        cpu_start = time.process_time()
         output = super().train(checkpoint, *args, **kwargs)
+        # CPU time of this process (all its threads): what a training budget on a shared machine is counted in.
+        output.metrics["train_cpu_seconds"] = round(time.process_time() - cpu_start, 2)
         if self.preemption.stopped_at is not None:
             saved = os.path.join(self.args.output_dir, f"checkpoint-{self.preemption.stopped_at}")
             raise TrainingPreempted(saved, self.preemption.received or "SIGTERM")

@@ -2,6 +2,7 @@
 killed after a checkpoint and resumed ends with the very same averaged weights."""
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -24,6 +25,7 @@ def test_final_model_is_the_mean_of_the_last_k_epochs_and_resume_is_exact(tiny_m
     _ok(_train(config, "--resume_from_checkpoint", "last"))
     _ok(_wait(reference))
     assert_same_weights(out, ref)
+    assert json.loads((ref / "train_metrics.json").read_text())["train_cpu_seconds"] > 0
 
     final, epoch2, epoch3 = _weights(ref), _weights(ref / "checkpoint-10"), _weights(ref / "checkpoint-15")
     expected = average_state_dicts([epoch2, epoch3])
