@@ -34,6 +34,8 @@ ROUNDS = {
         "r2_plain_avg8": "plain + average last 8 epochs",
         "r2_default_avg8": "recipe + augment + manifold mixup + average last 8",
         "r2_plain_augmix_avg8": "plain + augment + manifold mixup + average last 8",
+        "r2_lite_avg8": "CE + mean + up + augment + average last 8",
+        "r2_plain32_avg16": "plain, 32 epochs + average last 16",
     },
 }
 TITLES = {
@@ -98,11 +100,16 @@ def main() -> None:
     for p, metric in enumerate(("uar", "macro_f1")):
         axes = figure.add_subplot(1, 2, p + 1)
         x = np.arange(len(summary))
-        for k, (variant, color) in enumerate((("original", "tab:blue"), ("imbalanced", "tab:orange"))):
+        variants = [(v, c) for v, c in (("original", "tab:blue"), ("imbalanced", "tab:orange")) if any(cell[v][metric] for _, cell in summary)]
+        width = 0.76 / len(variants)
+        for k, (variant, color) in enumerate(variants):
             means = [c[variant][metric][0] if c[variant][metric] else np.nan for _, c in summary]
             stds = [c[variant][metric][1] if c[variant][metric] else 0 for _, c in summary]
-            axes.bar(x + (k - 0.5) * 0.38, means, 0.38, yerr=stds, color=color, label=variant, capsize=3)
-        axes.set_xticks(x, [n.split(":")[0].replace("recipe + ", "+").replace("recipe", "recipe") for n, _ in summary], rotation=20, ha="right", fontsize=8)
+            axes.bar(x + (k - (len(variants) - 1) / 2) * width, means, width, yerr=stds, color=color, label=variant, capsize=3)
+        names = [n.split(":")[0] if args.round == 1 else n for n, _ in summary]
+        if args.round == 1:
+            names = [n.replace("recipe + ", "+") for n in names]
+        axes.set_xticks(x, names, rotation=25, ha="right", fontsize=7)
         axes.set_ylabel(f"test {metric} (mean ± std over seeds)")
         axes.axhline(1 / 7, color="grey", linestyle=":", linewidth=1)
         axes.set_ylim(0, 0.8)
