@@ -153,6 +153,13 @@ class ModelArguments:
     head_hidden_size: int = field(default=256, metadata={"help": "Hidden width of the emotion head."})
     head_dropout: float = field(default=0.1, metadata={"help": "Dropout in the emotion head."})
     freeze_feature_encoder: bool = field(default=True, metadata={"help": "Keep the CNN feature encoder frozen."})
+    input_normalization: str = field(
+        default="none",
+        metadata={
+            "help": "none, or utterance: each utterance's log-mel features to zero mean, unit variance per mel bin "
+            "(inside the model; Whisper-style encoders only)."
+        },
+    )
     max_text_length: int = field(default=128, metadata={"help": "Tokens per transcript for text models."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub (off by default)."})
     mask_time_prob: float | None = field(

@@ -125,8 +125,14 @@ def build_model(model_args: ModelArguments, *, labels, label_names, attribute_ra
     if attribute_range is not None:
         common["attribute_range"] = attribute_range
     if speech:
-        common.update(freeze_feature_encoder=model_args.freeze_feature_encoder, max_audio_seconds=max_audio_seconds)
+        common.update(
+            freeze_feature_encoder=model_args.freeze_feature_encoder,
+            max_audio_seconds=max_audio_seconds,
+            input_normalization=model_args.input_normalization,
+        )
     else:
+        if model_args.input_normalization != "none":
+            raise ConfigError("input_normalization applies to log-mel speech encoders, not to text models")
         common.update(max_length=model_args.max_text_length)
     config_class = SERSpeechConfig if speech else SERTextConfig
     if model_args.backbone_config is not None:
@@ -324,7 +330,7 @@ def predict_split(
     from transformers import AutoConfig
 
     import ser_hf.modeling  # noqa: F401  (registers the ser-hf model types with AutoConfig)
-    from ser_hf.evaluation import Predictions, references_from_rows
+    from ser_hf.evaluation.report import Predictions, references_from_rows
     from ser_hf.trainer import SERTrainer
 
     config = AutoConfig.from_pretrained(model_dir)
@@ -369,10 +375,10 @@ def evaluate_checkpoint(
     """Metrics of a saved checkpoint on one split, over the whole split (also under accelerate launch).
 
     With ``output_dir`` the main process writes ``metrics.json`` there, and with ``report`` the
-    whole evaluation report beside it (see `ser_hf.evaluation`). Top-level keys of the returned
+    whole evaluation report beside it (see `ser_hf.evaluation.report`). Top-level keys of the returned
     dict are the trainer's metric names (``macro_f1``, ``uar``, ``ccc_mean``, ...).
     """
-    from ser_hf.evaluation import FILES, compute_evaluation, write_evaluation_report
+    from ser_hf.evaluation.report import FILES, compute_evaluation, write_evaluation_report
 
     config, dataset, predictions, runtime, is_main = predict_split(
         model_dir, data_args, split=split, batch_size=batch_size, max_seconds=max_seconds

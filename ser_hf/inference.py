@@ -305,6 +305,59 @@ def build_predictor(model_or_path, processor=None, device=None, speech_model=Non
     )
 
 
+@dataclass
+class _EnsemblePredictor(_Predictor):
+    """Several models on the same windows: each prepares its own inputs, their outputs are combined
+    by ``method`` (mean of probabilities and attributes, or majority vote; `ser_hf.evaluation.ensemble`)."""
+
+    members: list[_Predictor] = field(default_factory=list)
+    method: str = "mean"
+
+    def run(self, inputs) -> tuple[np.ndarray | None, np.ndarray | None]:
+        from ser_hf.evaluation.ensemble import combine
+        from ser_hf.evaluation.report import Predictions
+
+        outputs = [member.run(member_inputs) for member, member_inputs in zip(self.members, inputs)]
+        combined = combine(self.method, [
+            Predictions(logits=None if p is None else np.log(np.clip(p, 1e-12, None)), attributes=a) for p, a in outputs
+        ])
+        probabilities = combined.probabilities.astype(np.float32) if combined.logits is not None else None
+        attributes = combined.attributes.astype(np.float32) if combined.attributes is not None else None
+        return probabilities, attributes
+
+
+ENSEMBLE_METHODS = ("mean", "vote")
+
+
+def build_ensemble_predictor(model_paths, method: str = "mean", device=None, backend: str = "auto") -> _EnsemblePredictor:
+    """One predictor over several checkpoints (seeds, folds) that predict the same classes/attributes.
+
+    ``method``: ``mean`` (class probabilities and attributes averaged) or ``vote`` (each model votes its
+    top class; the written probabilities are the vote shares, ties broken by the mean probability)."""
+    from ser_hf.evaluation.ensemble import check_compatible
+
+    if method not in ENSEMBLE_METHODS:
+        raise ValueError(f"ensemble method for prediction must be one of {', '.join(ENSEMBLE_METHODS)}, got {method!r}")
+    names = [os.fspath(p) for p in model_paths]
+    if len(names) < 2:
+        raise ValueError("an ensemble needs at least two models")
+    members = [build_predictor(path, None, device, None, None, backend) for path in names]
+    check_compatible([m.config for m in members], names)
+    first = members[0]
+    for name, member in zip(names[1:], members[1:]):
+        if (member.needs_audio, member.needs_text) != (first.needs_audio, first.needs_text):
+            raise ValueError(f"{name} reads different inputs (audio/text) than {names[0]}; ensemble members must read the same")
+        if member.sampling_rate != first.sampling_rate:
+            raise ValueError(f"{name} reads audio at {member.sampling_rate} Hz, {names[0]} at {first.sampling_rate} Hz")
+    # The window default and Whisper's input limit: the most restrictive member decides.
+    whisper = [m for m in members if m.speech_config is not None and m.speech_config.is_whisper]
+    window_source = min(whisper, key=lambda m: m.extractor.n_samples) if whisper else first
+    return _EnsemblePredictor(
+        first.config, first.needs_audio, first.needs_text, first.sampling_rate, window_source.speech_config,
+        window_source.extractor, lambda batch: [m.prepare(batch) for m in members], None, members=members, method=method,
+    )
+
+
 def _fusion_predictor(model, speech_model, text_model, device, backend: str = "auto") -> _Predictor:
     """Late fusion: the speech and text models' pooled vectors, concatenated, into the fusion head."""
     blocks = model.config.blocks
@@ -567,12 +620,15 @@ def predict(
     num_workers: int | None = None,
     resume: bool = True,
     progress: bool = True,
+    ensemble_method: str = "mean",
 ) -> PredictionResults:
     """Predict emotions for audio files and directories (recursively: wav, flac, ogg, mp3).
 
     Args:
         model_or_path: a saved ser-hf checkpoint folder or a loaded model: speech, text, joint
-            (speech + text end to end) or fusion head.
+            (speech + text end to end) or fusion head; or a *list* of checkpoint folders predicting the
+            same classes/attributes, combined by ``ensemble_method`` (``mean`` or ``vote``, see
+            `build_ensemble_predictor`).
         window_seconds: window length (default: the speech model's ``max_audio_seconds``; text
             models with ASR: 30 s). hop_seconds: step between windows (default: half a window; text
             models with ASR: a whole window, so words are not transcribed twice). 0 < hop <= window.
@@ -602,14 +658,20 @@ def predict(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     files = find_audio_files(paths)
-    predictor = build_predictor(model_or_path, processor, device, speech_model, text_model, backend)
+    ensemble = isinstance(model_or_path, list)
+    if ensemble:
+        if processor is not None or speech_model is not None or text_model is not None:
+            raise ValueError("an ensemble (a list of models) uses each checkpoint's own processor; fusion heads are not ensembled")
+        predictor = build_ensemble_predictor(model_or_path, ensemble_method, device, backend)
+    else:
+        predictor = build_predictor(model_or_path, processor, device, speech_model, text_model, backend)
     config = predictor.config
     results = PredictionResults(
         labels=[config.id2label[i] for i in range(config.num_classes)] if config.has_categorical else [],
         label_codes=list(config.labels) if config.has_categorical else [],
         attributes=list(config.attributes) if config.has_attributes else [],
         attribute_range=tuple(config.attribute_range) if config.has_attributes else None,
-        model=os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else type(model_or_path).__name__,
+        model=_model_name(model_or_path, ensemble_method),
     )
     asr = table = None
     if predictor.needs_text:
@@ -651,7 +713,8 @@ def predict(
     )
     units, plan_errors = _plan_units(context, batch_size)
     settings = {
-        "model": _fingerprint(model_or_path), "speech_model": _fingerprint(speech_model), "text_model": _fingerprint(text_model),
+        "model": [_fingerprint(m) for m in model_or_path] + [ensemble_method] if ensemble else _fingerprint(model_or_path),
+        "speech_model": _fingerprint(speech_model), "text_model": _fingerprint(text_model),
         "backend": backend, "files": [os.path.abspath(f) for f in files], "mode": mode, "window_seconds": window_seconds,
         "hop_seconds": hop_seconds, "batch_size": batch_size, "transcripts": table, "asr_model": _fingerprint(asr_model),
         "on_error": on_error,
@@ -895,6 +958,15 @@ def _assemble(results: PredictionResults, context: _RunContext, entries: dict[in
         elif index in by_file:
             results.windows.extend(by_file[index]["windows"])
             results.files.append(by_file[index]["summary"])
+
+
+def _model_name(model_or_path, ensemble_method: str) -> str:
+    """What predictions.json names as the model: the folder, the ensemble's folders and method, or the type."""
+    if isinstance(model_or_path, list):
+        return f"{ensemble_method} of " + ", ".join(os.fspath(m) for m in model_or_path)
+    if isinstance(model_or_path, (str, os.PathLike)):
+        return os.fspath(model_or_path)
+    return type(model_or_path).__name__
 
 
 def _fingerprint(model) -> Any:

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -159,6 +160,12 @@ class SERTrainer(Trainer):
         self.class_counts = self._class_counts()
         self.categorical_loss, self.attribute_loss = self._build_losses()
         self.add_callback(_ReseedSamplerCallback(self))
+        self.weight_averaging = None
+        if args.average_last_epochs:
+            from ser_hf.weight_averaging import EpochWeightAveraging
+
+            self.weight_averaging = EpochWeightAveraging(args.average_last_epochs)
+            self.add_callback(self.weight_averaging)
         from ser_hf.resume import FAULT_ENV, FaultInjectionCallback, PreemptionCallback
 
         if os.environ.get(FAULT_ENV):
@@ -172,12 +179,18 @@ class SERTrainer(Trainer):
         """`Trainer.train`, with ``resume_from_checkpoint`` also accepting ``"last"`` (the newest
         complete checkpoint in ``output_dir``; a fresh start if there is none yet).
 
-        Raises `ser_hf.resume.TrainingPreempted` when SIGTERM stopped the run after saving a checkpoint.
+        Raises `ser_hf.resume.TrainingPreempted` when SIGTERM stopped the run after saving a checkpoint. The
+        returned metrics add ``train_cpu_seconds`` (CPU time of this process, every thread counted).
         """
         from ser_hf.resume import TrainingPreempted, resolve_resume_checkpoint
 
         checkpoint = resolve_resume_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        if self.weight_averaging is not None and checkpoint:
+            self.weight_averaging.load(checkpoint)
+        cpu_start = time.process_time()
         output = super().train(checkpoint, *args, **kwargs)
+        # CPU time of this process (all its threads): what a training budget on a shared machine is counted in.
+        output.metrics["train_cpu_seconds"] = round(time.process_time() - cpu_start, 2)
         if self.preemption.stopped_at is not None:
             saved = os.path.join(self.args.output_dir, f"checkpoint-{self.preemption.stopped_at}")
             raise TrainingPreempted(saved, self.preemption.received or "SIGTERM")
@@ -189,7 +202,9 @@ class SERTrainer(Trainer):
         reads a half-written weights file. A staging folder left by a killed run is cleared first.
         Checkpoints (``_internal_call``) are saved as the Trainer does; `ser_hf.resume` skips
         incomplete ones."""
-        if _internal_call:
+        if _internal_call:  # a checkpoint: its weight snapshots go in before the Trainer writes trainer_state.json
+            if self.weight_averaging is not None and self.args.should_save:
+                self.weight_averaging.save(output_dir or self.args.output_dir)
             return super().save_model(output_dir, _internal_call)
         from ser_hf.io import publish_folder
 

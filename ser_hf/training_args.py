@@ -215,6 +215,13 @@ class SERTrainingArguments(TrainingArguments):
             "class weights apply); attributes mix linearly."
         },
     )
+    average_last_epochs: int = field(
+        default=0,
+        metadata={
+            "help": "Final model = mean of the weights at the end of the last k epochs (SWA on the decaying learning "
+            "rate; ser_hf.weight_averaging); 0: the weights after the last step. Kept in checkpoints, so resuming is exact."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator needs the manifest's audio/label columns."}
     )
@@ -237,6 +244,10 @@ class SERTrainingArguments(TrainingArguments):
             )
         if self.max_audio_seconds <= 0:
             raise ValueError(f"max_audio_seconds must be positive, got {self.max_audio_seconds}")
+        if self.average_last_epochs < 0:
+            raise ValueError(f"average_last_epochs must be >= 0, got {self.average_last_epochs}")
+        if self.average_last_epochs and self.load_best_model_at_end:
+            raise ValueError("average_last_epochs and load_best_model_at_end both choose the final weights; set one")
         self._check_finetuning_fields()
         self._check_strategy_fields()
         if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ser_hf.ensemble import StackedEnsemble, average, combine, majority_vote
-from ser_hf.evaluation import FILES, Predictions
+from ser_hf.evaluation.ensemble import StackedEnsemble, average, combine, majority_vote
+from ser_hf.evaluation.report import FILES, Predictions
 
 from test_evaluation import LABELS, corpus, save_tiny_model  # noqa: F401  (module fixture)
 
@@ -91,7 +91,7 @@ def test_ser_hf_ensemble_writes_a_report_with_member_scores(corpus, tmp_path, ca
 
 
 def test_checkpoint_weight_averaging(tmp_path):
-    from ser_hf.ensemble import average_checkpoint_weights
+    from ser_hf.evaluation.ensemble import average_checkpoint_weights
     from ser_hf.modeling import SERModelForSpeech
 
     for seed in range(2):

@@ -19,7 +19,7 @@ from sklearn.metrics import (
 
 from helpers_audio import write_wav
 from ser_hf.configuration import SERConfig
-from ser_hf.evaluation import FILES, Predictions, compute_evaluation, display_names, write_evaluation_report
+from ser_hf.evaluation.report import FILES, Predictions, compute_evaluation, display_names, write_evaluation_report
 from ser_hf.plotting import bar_chart, bar_chart_size, confusion_matrix_figure, confusion_matrix_size, figure_pixels, scatter_size
 
 LABELS = ["A", "S", "H", "N"]

@@ -407,7 +407,7 @@ def write_submission(plan: Plan) -> list[str]:
 
     from ser_hf.commands.fuse import select_rows_by_split
     from ser_hf.data.corpora import load_corpus
-    from ser_hf.evaluation import FILES, Predictions, write_evaluation_report
+    from ser_hf.evaluation.report import FILES, Predictions, write_evaluation_report
     from ser_hf.features import join_feature_datasets, load_features
     from ser_hf.io import atomic_path
     from ser_hf.modeling.fusion import SERFusionModel

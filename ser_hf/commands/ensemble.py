@@ -4,7 +4,7 @@ Combines saved checkpoints (seeds, folds, modalities with the same labels) by av
 probabilities and attributes, by majority vote, or by a logistic regression stacked on a development
 split (``--dev_split``), and writes the usual evaluation report (metrics.json, per-class table,
 confusion matrix, predictions, submission files) for the ensemble; metrics.json also holds every
-member's scores and their mean (see `ser_hf.ensemble`).
+member's scores and their mean (see `ser_hf.evaluation.ensemble`).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args, data_args = parse_config((EnsembleArguments, DataArguments), argv, prog="ser-hf ensemble", ignore_extra_keys=True)
     from ser_hf.commands.evaluate import summary
-    from ser_hf.ensemble import evaluate_ensemble
+    from ser_hf.evaluation.ensemble import evaluate_ensemble
     from ser_hf.experiment import dump_json
 
     results = evaluate_ensemble(

@@ -1,4 +1,5 @@
-"""`ser-hf predict MODEL PATH... [--output_dir DIR] [--window_seconds S] [--hop_seconds S] ...`.
+"""`ser-hf predict MODEL PATH... [--output_dir DIR] [--window_seconds S] [--hop_seconds S] ...`, or
+`ser-hf predict PATH... --models A B C [--ensemble_method mean|vote]` for an ensemble of checkpoints.
 
 Positional paths (files and folders) do not fit the YAML/dataclass parser of the training commands,
 so this command uses argparse; every option maps to an argument of `ser_hf.inference.predict`.
@@ -17,8 +18,21 @@ def build_parser() -> argparse.ArgumentParser:
         "Writes windows.csv, files.csv, predictions.json and timeline plots to --output_dir, published as one set; "
         "finished files are journaled as they complete, so an interrupted run restarted with the same options resumes.",
     )
-    parser.add_argument("model", help="Saved ser-hf checkpoint folder (speech, text, joint or fusion model).")
-    parser.add_argument("paths", nargs="+", help="Audio files or folders (searched recursively for wav/flac/ogg/mp3).")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="MODEL PATH",
+        help="Saved ser-hf checkpoint folder (speech, text, joint or fusion model), then audio files or folders "
+        "(searched recursively for wav/flac/ogg/mp3). With --models: only the audio paths.",
+    )
+    parser.add_argument(
+        "--models", nargs="+", default=None,
+        help="An ensemble instead of one MODEL: two or more checkpoint folders predicting the same classes/attributes "
+        "(seeds, folds). Put it after the audio paths, or end it with --.",
+    )
+    parser.add_argument(
+        "--ensemble_method", choices=("mean", "vote"), default="mean",
+        help="With --models: mean of class probabilities and attributes, or majority vote (the probabilities written "
+        "are then the vote shares; attributes are averaged).",
+    )
     parser.add_argument("--output_dir", default="predictions", help="Where results go (default: ./predictions).")
     parser.add_argument("--window_seconds", type=float, default=None, help="Window length (default: the model's crop length).")
     parser.add_argument("--hop_seconds", type=float, default=None, help="Step between windows (default: half a window).")
@@ -51,7 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.models:
+        args.model, args.paths = list(args.models), args.inputs
+        if len(args.model) < 2:
+            parser.error("--models needs two or more checkpoint folders (one model: give it as MODEL)")
+    else:
+        if len(args.inputs) < 2:
+            parser.error("give a MODEL folder and at least one audio PATH (or --models A B ... and the paths)")
+        args.model, args.paths = args.inputs[0], args.inputs[1:]
     from ser_hf.inference import predict
 
     results = predict(
@@ -71,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         backend=args.backend,
         num_workers=args.num_workers,
         resume=not args.no_resume,
+        ensemble_method=args.ensemble_method,
     )
     for row in results.files:
         summary = [f"{row['duration']:.1f}s", f"{row['num_windows']} window(s)"]

@@ -15,6 +15,7 @@ TASKS = ("categorical", "attributes", "multitask")
 POOLINGS = ("attentive_stats", "mean")
 LAYER_WEIGHTINGS = ("last", "weighted_sum")
 DEFAULT_ATTRIBUTES = ("arousal", "valence", "dominance")
+INPUT_NORMALIZATIONS = ("none", "utterance")  # kept equal to input_normalization.INPUT_NORMALIZATIONS
 
 
 def _as_config_dict(config: PretrainedConfig | dict | None) -> dict | None:
@@ -148,6 +149,10 @@ class SERSpeechConfig(SERBackboneConfig):
         sampling_rate: rate the encoder expects; audio is resampled to it.
         max_audio_seconds: crop length (12 s in the IS2025 baseline). For Whisper it also sets the
             encoder's input window, so short crops are not padded to 30 s.
+        input_normalization: ``"none"`` or ``"utterance"``: each utterance's log-mel features are
+            normalised to zero mean and unit variance per mel bin over its own frames, inside the model
+            (so training, evaluation and exported models agree). Log-mel (Whisper-style) encoders only:
+            the wav2vec2-family feature extractors already normalise each waveform.
     """
 
     model_type = "ser_speech"
@@ -158,9 +163,12 @@ class SERSpeechConfig(SERBackboneConfig):
         freeze_feature_encoder: bool = True,
         sampling_rate: int = 16000,
         max_audio_seconds: float = 12.0,
+        input_normalization: str = "none",
         **kwargs: Any,
     ):
         self.freeze_feature_encoder = freeze_feature_encoder
+        _check_choice("input_normalization", input_normalization, INPUT_NORMALIZATIONS)
+        self.input_normalization = input_normalization
         self.sampling_rate = sampling_rate
         self.max_audio_seconds = float(max_audio_seconds)
         super().__init__(**kwargs)
@@ -171,6 +179,11 @@ class SERSpeechConfig(SERBackboneConfig):
             positions = 50 * math.ceil(self.max_audio_seconds)
             self.backbone_config["max_source_positions"] = min(
                 positions, self.backbone_config.get("max_source_positions", positions)
+            )
+        if self.input_normalization != "none" and not self.is_whisper:
+            raise ValueError(
+                f"input_normalization={self.input_normalization!r} normalises log-mel features (Whisper-style encoders); "
+                "waveform encoders' feature extractors already normalise each utterance (do_normalize)"
             )
 
     @property

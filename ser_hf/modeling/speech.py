@@ -6,6 +6,7 @@ from transformers import AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtract
 
 from .configuration import SERSpeechConfig
 from .base import SERBackboneModel, SEROutput
+from .input_normalization import mel_frame_mask, normalize_per_utterance
 from .lean_attention import use_lean_wavlm_attention
 
 WHISPER_HOP = 160  # samples per mel frame at 16 kHz
@@ -123,6 +124,9 @@ class SERModelForSpeech(SERBackboneModel):
         if self.config.is_whisper:
             if input_features is None:
                 raise ValueError("Whisper-based SER models take `input_features` (log-mel), not `input_values`")
+            if getattr(self.config, "input_normalization", "none") == "utterance":
+                frames = mel_frame_mask(attention_mask, input_features.shape[-1], WHISPER_HOP)
+                input_features = normalize_per_utterance(input_features, frames)
             outputs = self.backbone(input_features, output_hidden_states=want_all)
             # Whisper attends over the whole (zero-padded) window; pooling still skips padded frames.
         else:

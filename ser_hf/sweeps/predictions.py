@@ -27,7 +27,7 @@ def tested_rows(data_args, model_args):
 
 def write_test_predictions(path: str, data_args, model_args, training_args) -> str:
     """Predict the run's test rows with the checkpoint it just saved and write ``path`` atomically."""
-    from ser_hf.evaluation import _write_predictions
+    from ser_hf.evaluation.report import _write_predictions
     from ser_hf.experiment import predict_split
 
     seconds = training_args.max_eval_audio_seconds or training_args.max_audio_seconds

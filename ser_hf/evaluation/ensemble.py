@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ser_hf.evaluation import Predictions
+from ser_hf.evaluation.report import Predictions
 
 METHODS = ("mean", "vote", "stack", "weights")
 
@@ -179,7 +179,7 @@ def evaluate_ensemble(
     The result also holds each member's own metrics (``members``) and their mean (``member_mean``),
     so the gain of the ensemble over a single model is in the same file.
     """
-    from ser_hf.evaluation import compute_evaluation, references_from_rows, write_evaluation_report
+    from ser_hf.evaluation.report import compute_evaluation, references_from_rows, write_evaluation_report
     from ser_hf.experiment import predict_split
 
     if method not in METHODS:

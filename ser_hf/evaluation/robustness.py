@@ -35,7 +35,7 @@ def robustness_report(
     """Score ``model_dir`` on ``split`` clean and under each perturbation; write CSV/PNG/JSON to ``output_dir``."""
     from tqdm.auto import tqdm
 
-    from ser_hf.evaluation import compute_evaluation
+    from ser_hf.evaluation.report import compute_evaluation
     from ser_hf.experiment import predict_split
 
     conditions = parse_perturbations(perturb, seed=seed)

@@ -448,7 +448,7 @@ def _write_predictions(path: str, rows: list[dict], predictions: Predictions, co
 
 def _write_submissions(output_dir: str, rows: list[dict], predictions: Predictions, config, report: dict) -> list[str]:
     """The challenge files for every row (labelled or not): task 1 classes, task 2 A/V/D."""
-    from ser_hf.submission import ATTRIBUTE_COLUMNS, submission_file_name, write_task1_submission, write_task2_submission
+    from ser_hf.evaluation.submission import ATTRIBUTE_COLUMNS, submission_file_name, write_task1_submission, write_task2_submission
 
     names = [submission_file_name(row) for row in rows]
     written = []
