@@ -2,7 +2,6 @@
 predictions are the members' combined outputs (mean of probabilities/attributes, or majority vote)."""
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
@@ -12,7 +11,8 @@ import torch
 from ser_hf.errors import ConfigError
 from ser_hf.evaluation.report import FILES
 
-from test_evaluation import LABELS, corpus, save_tiny_model  # noqa: F401  (module fixture)
+from test_ensemble_robustness import assert_probabilities_are_the_members_mean
+from test_evaluation import corpus, save_tiny_model  # noqa: F401  (module fixture)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,7 @@ def members(tmp_path_factory):
 
 
 def test_evaluate_models_writes_the_ensemble_report(corpus, members, tmp_path, capsys):  # noqa: F811
-    from ser_hf.arguments import DataArguments
     from ser_hf.commands.evaluate import main
-    from ser_hf.experiment import predict_split
 
     out = tmp_path / "ens"
     common = ["--corpus", "manifest", "--data_path", str(corpus), "--split", "test", "--bootstrap_resamples", "0",
@@ -48,12 +46,7 @@ def test_evaluate_models_writes_the_ensemble_report(corpus, members, tmp_path, c
     assert report["ensemble_method"] == "mean" and report["models"] == members and len(report["members"]) == 2
     assert printed["member_mean"]["uar"] == pytest.approx(np.mean([m["uar"] for m in report["members"]]))
     assert (out / FILES["task1"]).exists() and (out / FILES["task2"]).exists()
-    with open(out / FILES["predictions"]) as handle:
-        lines = list(csv.DictReader(handle))
-    data = DataArguments(corpus="manifest", data_path=str(corpus))
-    member_probs = [predict_split(d, data, split="test", batch_size=5)[2].probabilities for d in members]
-    ours = np.array([[float(line[f"prob_{c}"]) for c in LABELS] for line in lines])
-    np.testing.assert_allclose(ours, np.mean(member_probs, 0), atol=1e-4)
+    assert_probabilities_are_the_members_mean(out / FILES["predictions"], members, corpus)
 
     assert main(["--models", *members, *common, "--output_dir", str(tmp_path / "vote"), "--ensemble_method", "vote"]) == 0
     capsys.readouterr()

@@ -14,6 +14,19 @@ from ser_hf.evaluation.report import FILES, Predictions
 from test_evaluation import LABELS, corpus, save_tiny_model  # noqa: F401  (module fixture)
 
 
+def assert_probabilities_are_the_members_mean(predictions_csv, members, corpus_path):
+    """The ensemble's written class probabilities equal the mean of each member's own test predictions."""
+    from ser_hf.arguments import DataArguments
+    from ser_hf.experiment import predict_split
+
+    with open(predictions_csv) as handle:
+        lines = list(csv.DictReader(handle))
+    data = DataArguments(corpus="manifest", data_path=str(corpus_path))
+    member_probs = [predict_split(d, data, split="test", batch_size=5)[2].probabilities for d in members]
+    ours = np.array([[float(line[f"prob_{c}"]) for c in LABELS] for line in lines])
+    np.testing.assert_allclose(ours, np.mean(member_probs, 0), atol=1e-4)
+
+
 def _predictions(seed, n=12, k=4):
     return Predictions(logits=np.random.default_rng(seed).normal(size=(n, k)) * 2,
                        attributes=np.random.default_rng(seed + 100).uniform(1, 7, size=(n, 3)))
@@ -77,15 +90,7 @@ def test_ser_hf_ensemble_writes_a_report_with_member_scores(corpus, tmp_path, ca
     assert printed["macro_f1"] == pytest.approx(report["macro_f1"])
     assert (out / FILES["task1"]).exists() and (out / FILES["task2"]).exists()
     # the ensemble's probabilities are the mean of the members' (from their own prediction files)
-    with open(out / FILES["predictions"]) as handle:
-        lines = list(csv.DictReader(handle))
-    from ser_hf.arguments import DataArguments
-    from ser_hf.experiment import predict_split
-
-    data = DataArguments(corpus="manifest", data_path=str(corpus))
-    member_probs = [predict_split(d, data, split="test", batch_size=5)[2].probabilities for d in dirs]
-    ours = np.array([[float(line[f"prob_{c}"]) for c in LABELS] for line in lines])
-    np.testing.assert_allclose(ours, np.mean(member_probs, 0), atol=1e-4)
+    assert_probabilities_are_the_members_mean(out / FILES["predictions"], dirs, corpus)
     with pytest.raises(ValueError, match="dev_split"):
         main([*argv[:-6], "--method", "stack"])
 
