@@ -173,3 +173,19 @@ class ModelArguments:
         default=None,
         metadata={"help": "wav2vec2/WavLM/HuBERT SpecAugment: probability of masking a feature-channel span (default: the encoder's)."},
     )
+
+    def __post_init__(self):
+        """Choices that are otherwise only noticed when the model is built, after the data pass: checked at parse
+        time, so ``ser-hf train``/``validate``/``ablate`` report them as config errors before anything runs."""
+        from ser_hf.modeling.configuration import INPUT_NORMALIZATIONS, LAYER_WEIGHTINGS, POOLINGS
+        from ser_hf.modeling.heads import ACTIVATIONS
+
+        checks = (
+            ("pooling", self.pooling, (None, *POOLINGS)),
+            ("layer_weighting", self.layer_weighting, LAYER_WEIGHTINGS),
+            ("activation", self.activation.lower(), tuple(ACTIVATIONS)),
+            ("input_normalization", self.input_normalization, INPUT_NORMALIZATIONS),
+        )
+        for name, value, choices in checks:
+            if value not in choices:
+                raise ValueError(f"{name}={value!r} is not one of {[c for c in choices if c is not None]}")

@@ -138,21 +138,18 @@ def typed_values(assignments: Mapping[str, list[str]], *, what: str = "--grid") 
 
 def check_run_arguments(config: Mapping[str, Any]) -> tuple:
     """Build the argument dataclasses from a full run config (their own checks run) and check the
-    choices that are otherwise only noticed deep inside a run (activation, pooling, corpus, imbalance)."""
+    choices that are otherwise only noticed deep inside a run (task, corpus, imbalance; the model choices are
+    checked by ``ModelArguments`` itself)."""
     from transformers import HfArgumentParser
 
-    from ser_hf.configuration import LAYER_WEIGHTINGS, POOLINGS, TASKS
+    from ser_hf.configuration import TASKS
     from ser_hf.data.corpora import get_corpus_spec
     from ser_hf.data.subsample import parse_imbalance
-    from ser_hf.modeling.heads import ACTIVATIONS
 
     data_args, model_args, training_args = HfArgumentParser(argument_dataclasses()).parse_dict(dict(config))
     checks = [
         ("modality", model_args.modality, ("speech", "text")),
         ("task", model_args.task, TASKS),
-        ("pooling", model_args.pooling, (None, *POOLINGS)),
-        ("layer_weighting", model_args.layer_weighting, LAYER_WEIGHTINGS),
-        ("activation", model_args.activation.lower(), tuple(ACTIVATIONS)),
         ("on_invalid_rows", data_args.on_invalid_rows, ("error", "drop")),
     ]
     for name, value, choices in checks:
