@@ -28,6 +28,7 @@ import torch
 
 from ser_hf.data.audio import AudioError, _open_or_none, _require_file, audio_info, load_audio
 from ser_hf.data.audio import window_bounds  # noqa: F401  (re-exported: predict's windows)
+from ser_hf.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def load_model(model_or_path, processor=None, device: str | torch.device | None 
     onnx_folder = path is not None and is_onnx_export(path)
     if backend == "onnx" or (backend == "auto" and onnx_folder):
         if path is None or not onnx_folder:
-            raise ValueError(f"backend='onnx' needs a folder written by `ser-hf export --format onnx`, got {model_or_path!r}")
+            raise ConfigError(f"backend='onnx' needs a folder written by `ser-hf export --format onnx`, got {model_or_path!r}")
         from ser_hf.export.onnx_runtime import ORTSERModel
 
         model = ORTSERModel(path)
@@ -170,9 +171,9 @@ def load_model(model_or_path, processor=None, device: str | torch.device | None 
         from ser_hf.finetuning import ADAPTER_CONFIG_NAME, load_ser_model
 
         if not any(os.path.isfile(os.path.join(path, name)) for name in ("config.json", ADAPTER_CONFIG_NAME)):
-            raise ValueError(f"{path}: no config.json or {ADAPTER_CONFIG_NAME}; give a saved ser-hf checkpoint folder")
+            raise ConfigError(f"{path}: no config.json or {ADAPTER_CONFIG_NAME}; give a saved ser-hf checkpoint folder")
         if onnx_folder:
-            raise ValueError(f"{path} is an ONNX export (no PyTorch weights); use backend='onnx'")
+            raise ConfigError(f"{path} is an ONNX export (no PyTorch weights); use backend='onnx'")
         model = load_ser_model(path, merge=True)  # a LoRA checkpoint comes back with its adapters merged
         kinds = (SERModelForSpeech, SERModelForText, SERFusionModel, SERJointModel)
         if not isinstance(model, kinds):

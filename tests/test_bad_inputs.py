@@ -500,3 +500,11 @@ def test_evaluation_checks_accept_unlabelled_rows(audio_dir):
         config = SERSpeechConfig(backbone_config=tiny_speech_backbone(), task=task, labels=LABELS)
         checked = check_evaluation_data(DataArguments(corpus="manifest", data_path=manifest), config, "test")
         assert len(checked.corpus["test"]) == 3 and checked.report.ok
+
+
+def test_predict_names_a_folder_that_is_no_checkpoint(tmp_path, capsys):
+    wav = tmp_path / "a.wav"
+    write_wav(wav, tone(0.1))
+    code, _, err = run(capsys, "predict", str(tmp_path / "nope"), str(wav), "--output_dir", str(tmp_path / "o"))
+    assert code == 2 and "Traceback" not in err
+    assert f"{tmp_path / 'nope'}: no config.json or adapter_config.json; give a saved ser-hf checkpoint folder" in err
