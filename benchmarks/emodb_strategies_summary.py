@@ -4,6 +4,9 @@ training CPU seconds where the run recorded them).
 
     python benchmarks/emodb_strategies_summary.py --runs /work/runs --out docs             # round 1 (8 epochs)
     python benchmarks/emodb_strategies_summary.py --runs /work/runs --out docs --round 2   # round 2 (16 epochs)
+    python benchmarks/emodb_strategies_summary.py --runs /work/runs4 --out docs --round 3  # round 3 (speaker normalisation)
+
+Round 3 reads round 2's baseline sweeps from the same root (links to them are fine).
 """
 from __future__ import annotations
 
@@ -37,10 +40,23 @@ ROUNDS = {
         "r2_lite_avg8": "CE + mean + up + augment + average last 8",
         "r2_plain32_avg16": "plain, 32 epochs + average last 16",
     },
+    3: {
+        "r2_plain_cos16": "plain (round 2)",
+        "r2_plain_avg8": "plain + average last 8 (round 2)",
+        "r2_lite_avg8": "lite: up + augment + average last 8 (round 2 default)",
+        "plain_avg8_stats": "plain + average last 8 + statistics pooling",
+        "plain_avg8_lw": "plain + average last 8 + weighted sum of layers",
+        "L1_stats": "1 encoder layer + statistics pooling + average last 8",
+        "L0_stats": "conv front end only + statistics pooling + average last 8",
+        "L0_stats_spk": "conv front end only + statistics pooling + average last 8 + speaker norm.",
+        "R_plain_avg8_spk": "plain + average last 8 + speaker normalisation",
+        "R_lite_spk": "lite + speaker normalisation (new default)",
+    },
 }
 TITLES = {
     1: "EmoDB speaker-independent (test 03, 08), Whisper-style encoder from scratch, 8 epochs unless noted",
     2: "EmoDB speaker-independent (test 03, 08), Whisper-style encoder from scratch, 16 epochs, cosine decay",
+    3: "EmoDB speaker-independent (test 03, 08), from scratch, 16 epochs cosine: pooling, depth, speaker normalisation",
 }
 SWEEPS = ROUNDS[1]
 
@@ -96,7 +112,7 @@ def main() -> None:
                 if c is not None:
                     table.append([name, variant, metric, f"{c[0]:.4f}", f"{c[1]:.4f}", c[2]])
     write_csv_atomic(os.path.join(args.out, f"{stem}.csv"), ["strategy", "variant", "metric", "mean", "std", "runs"], table)
-    figure = new_figure(10, 4.2)
+    figure = new_figure(10, 4.2) if args.round < 3 else new_figure(13, 5.5)
     for p, metric in enumerate(("uar", "macro_f1")):
         axes = figure.add_subplot(1, 2, p + 1)
         x = np.arange(len(summary))

@@ -32,8 +32,11 @@ VARIANTS: dict[str, list[str]] = {
     "ser-hf wavlm focal+up+mish": ["--config_variant", "wavlm"],
     # the recipe's model and strategies as measured in benchmarks/results/emodb_vs_stock_5ep.*, before the
     # recipe default gained augmentation and mixing (docs/emodb_augmentation.md)
+    # (every strategy the recipe has changed since is pinned back here).
     "ser-hf whisper focal+up+mish": ["--augment", "none", "--mixing", "none", "--max_audio_seconds", "3.0",
-                                     "--max_eval_audio_seconds", "3.0"],
+                                     "--max_eval_audio_seconds", "3.0", "--loss", "focal", "--pooling", "attentive_stats",
+                                     "--sampler", "up", "--input_normalization", "none", "--average_last_epochs", "0",
+                                     "--lr_scheduler_type", "linear"],
 }
 
 

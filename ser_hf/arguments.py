@@ -147,7 +147,7 @@ class ModelArguments:
         default=None, metadata={"help": "A saved ser-hf checkpoint to continue from (overrides backbone)."}
     )
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer name or path for text models (default: backbone)."})
-    pooling: str | None = field(default=None, metadata={"help": "attentive_stats (speech default) or mean (text default)."})
+    pooling: str | None = field(default=None, metadata={"help": "attentive_stats (speech default), stats (mean and std) or mean (text default)."})
     layer_weighting: str = field(default="last", metadata={"help": "last or weighted_sum of all encoder layers."})
     activation: str = field(default="mish", metadata={"help": "Head activation: relu, gelu, mish, silu, tanh, leaky_relu, elu."})
     head_hidden_size: int = field(default=256, metadata={"help": "Hidden width of the emotion head."})
@@ -156,8 +156,9 @@ class ModelArguments:
     input_normalization: str = field(
         default="none",
         metadata={
-            "help": "none, or utterance: each utterance's log-mel features to zero mean, unit variance per mel bin "
-            "(inside the model; Whisper-style encoders only)."
+            "help": "none; utterance: each utterance's log-mel features to zero mean, unit variance per mel bin; "
+            "speaker: the same with the statistics of all the utterances of the row's speaker (needs a speaker "
+            "column; test speakers from their own unlabelled audio). Inside the model; Whisper-style encoders only."
         },
     )
     max_text_length: int = field(default=128, metadata={"help": "Tokens per transcript for text models."})

@@ -203,6 +203,65 @@ def build_collator(model, processor, *, max_seconds: float | None, seed: int = 0
     return TextCollator(processor, targets, max_length=model.config.max_length, text_column=text_column)
 
 
+def uses_speaker_statistics(config) -> bool:
+    return isinstance(config, SERSpeechConfig) and getattr(config, "input_normalization", "none") == "speaker"
+
+
+def attach_speaker_statistics(collator, model, splits, *, train_split=None, progress: bool = True):
+    """For a model with ``input_normalization: speaker``: compute each speaker's log-mel statistics
+    from the unlabelled audio of ``splits`` (every split the run will featurise: training, eval and
+    test speakers each from their own utterances) and give them to the collator. With
+    ``train_split`` (training), the pooled statistics of its speakers become the model's
+    ``input_mean`` / ``input_std``: what a row without a speaker, or a recording scored alone, is
+    normalised by. No-op for other models."""
+    if not uses_speaker_statistics(model.config) or not isinstance(collator, SpeechCollator):
+        return None
+    from ser_hf.data.speaker_statistics import compute_speaker_statistics
+
+    parts = [split for split in splits if split is not None]
+    total = sum(len(split) for split in parts)
+    rows = (row for split in parts for row in split)
+    statistics = compute_speaker_statistics(rows, collator.speaker_features, progress=progress, total=total)
+    logger.info("speaker statistics: %d speakers from %d utterances", len(statistics), sum(statistics.utterances.values()))
+    if train_split is not None:
+        import torch
+
+        from ser_hf.data.speaker_statistics import SPEAKER_COLUMN
+
+        mean, std = statistics.pooled(str(s).strip() for s in train_split[SPEAKER_COLUMN] if s is not None)
+        with torch.no_grad():
+            model.input_mean.copy_(torch.from_numpy(mean))
+            model.input_std.copy_(torch.from_numpy(std))
+    statistics.fallback = (model.input_mean.detach().cpu().numpy(), model.input_std.detach().cpu().numpy())
+    collator.speaker_statistics = statistics
+    return statistics
+
+
+def check_speaker_column(corpus: datasets.DatasetDict, split_names, source: str) -> None:
+    """``input_normalization: speaker`` needs every row's speaker: say which rows lack one, before training."""
+    from ser_hf.data.speaker_statistics import SPEAKER_COLUMN, rows_without_speaker
+
+    problems = []
+    for name in split_names:
+        split = select_split(corpus, name)
+        if split is None:
+            continue
+        missing = rows_without_speaker(split)
+        if not missing:
+            continue
+        if SPEAKER_COLUMN not in split.column_names:
+            problems.append(f"split {name!r} has no {SPEAKER_COLUMN!r} column")
+            continue
+        ids = split.select(missing[:3])["id"] if "id" in split.column_names else missing[:3]
+        problems.append(f"split {name!r}: {len(missing)} of {len(split)} rows have no speaker (e.g. ids {', '.join(map(str, ids))})")
+    if problems:
+        raise ConfigError(
+            f"input_normalization: speaker normalises each utterance by its speaker's statistics, but in {source} "
+            + "; ".join(problems)
+            + ". Add a speaker column (column_mapping: {\"<your column>\": \"speaker\"}) or use input_normalization: none"
+        )
+
+
 # ---------------------------------------------------------------------------------------------- runs
 def check_training_data(
     data_args: DataArguments,
@@ -218,7 +277,7 @@ def check_training_data(
     # One process per node opens the audio files (and refreshes the header cache); the others wait
     # for it and take its results from the cache, so 8 ranks do not open every file 8 times.
     with training_args.main_process_first(local=True, desc="validating the data"):
-        return check_run_data(
+        checked = check_run_data(
             data_args,
             task=model_args.task,
             modality=model_args.modality,
@@ -228,6 +287,11 @@ def check_training_data(
             header_cache=training_args.durations_cache,
             trust_header_cache=training_args.local_process_index != 0,
         )
+    if model_args.modality == "speech" and model_args.input_normalization == "speaker":
+        check_speaker_column(
+            checked.corpus, (data_args.train_split, data_args.eval_split, data_args.test_split), data_args.source_name
+        )
+    return checked
 
 
 def train(data_args: DataArguments, model_args: ModelArguments, training_args: SERTrainingArguments) -> dict[str, Any]:
@@ -276,6 +340,13 @@ def train(data_args: DataArguments, model_args: ModelArguments, training_args: S
     if isinstance(collator, SpeechCollator):
         collator.train_max_seconds = training_args.max_audio_seconds
         collator.window_long_inputs = True  # long eval/test utterances are scored whole (windowed), not cut
+    attach_speaker_statistics(
+        collator,
+        model,
+        (train_set, eval_set, test_set),
+        train_split=train_set,  # deterministic: a resumed run computes the very same population statistics
+        progress=not training_args.disable_tqdm and training_args.process_index == 0,
+    )
     trainer = SERTrainer(
         model=model,
         args=training_args,
@@ -348,6 +419,8 @@ def predict_split(
         if not isinstance(collator, SpeechCollator):
             raise ValueError("perturbations degrade audio; this is a text model")
         collator = dataclasses.replace(collator, perturbation=perturbation)
+    # A speaker-normalised model: each speaker of this split by its own (perturbed) audio.
+    attach_speaker_statistics(collator, model, (dataset,), progress=False)
     with tempfile.TemporaryDirectory(prefix="ser-hf-predict-") as scratch:
         args = SERTrainingArguments(output_dir=scratch, per_device_eval_batch_size=batch_size, report_to=[])
         trainer = SERTrainer(model=model, args=args, data_collator=collator, processing_class=processor)

@@ -288,7 +288,7 @@ def extract_features(
     """
     from tqdm.auto import tqdm
 
-    from ser_hf.experiment import build_collator
+    from ser_hf.experiment import attach_speaker_statistics, build_collator
     from ser_hf.io import write_json_atomic
 
     if batch_size < 1 or shard_size < 1:
@@ -353,6 +353,7 @@ def extract_features(
 
     collator = build_collator(model, processor, max_seconds=crop_seconds, text_column=text_column)
     collator.targets = SERTargets()  # features need no labels; unknown label codes are not an error here
+    attach_speaker_statistics(collator, model, (dataset,), progress=progress and state.is_local_main_process)
     was_training = model.training
     model.eval()
     model.to(state.device)

@@ -518,12 +518,19 @@ def _describe_architecture(config) -> dict[str, str]:
         rows["Input"] = f"mono audio at {_get(config, 'sampling_rate')} Hz, crops of {_format(_get(config, 'max_audio_seconds'))} s"
     if _get(config, "max_length") is not None:
         rows["Input"] = f"transcripts, up to {_get(config, 'max_length')} tokens"
+    normalization = _get(config, "input_normalization", "none")
+    if normalization not in (None, "none"):
+        rows["Input normalisation"] = {
+            "utterance": "log-mel per utterance (mean and std per mel bin)",
+            "speaker": "log-mel per speaker (mean and std per mel bin over all of a speaker's utterances; "
+            "a recording scored alone uses its own)",
+        }.get(normalization, normalization)
     if _get(config, "layer_weighting") is not None:
         rows["Layers used"] = {"last": "last hidden state", "weighted_sum": "learned weighted sum of all layers"}.get(
             _get(config, "layer_weighting"), _get(config, "layer_weighting")
         )
     if _get(config, "pooling") is not None:
-        rows["Pooling"] = {"attentive_stats": "attentive statistics (mean and std under learned attention)", "mean": "masked mean"}.get(
+        rows["Pooling"] = {"attentive_stats": "attentive statistics (mean and std under learned attention)", "stats": "statistics (mean and std)", "mean": "masked mean"}.get(
             _get(config, "pooling"), _get(config, "pooling")
         )
     rows["Head"] = (

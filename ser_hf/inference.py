@@ -622,6 +622,7 @@ def predict(
     resume: bool = True,
     progress: bool = True,
     ensemble_method: str = "mean",
+    same_speaker: bool = False,
 ) -> PredictionResults:
     """Predict emotions for audio files and directories (recursively: wav, flac, ogg, mp3).
 
@@ -653,6 +654,10 @@ def predict(
         resume: with ``output_dir``, finished batches are journaled as they complete; a rerun with the
             same settings skips them and gives identical outputs (see `ser_hf.prediction_output`).
         progress: show a tqdm bar.
+        same_speaker: the files are recordings of one speaker. A model trained with
+            ``input_normalization: speaker`` then normalises them by their pooled log-mel statistics
+            (as training and ``evaluate`` do per speaker) instead of its training population's;
+            PyTorch backend, one model. See `ser_hf.data.speaker_statistics`.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -663,7 +668,12 @@ def predict(
     if ensemble:
         if processor is not None or speech_model is not None or text_model is not None:
             raise ValueError("an ensemble (a list of models) uses each checkpoint's own processor; fusion heads are not ensembled")
+        if same_speaker:
+            raise ConfigError("same_speaker normalises one speaker-normalised model; it does not apply to an ensemble")
         predictor = build_ensemble_predictor(model_or_path, ensemble_method, device, backend)
+    elif same_speaker:
+        model, processor = _with_speaker_statistics(model_or_path, processor, files, device, backend, window_seconds, on_error)
+        predictor = build_predictor(model, processor, device, speech_model, text_model, backend)
     else:
         predictor = build_predictor(model_or_path, processor, device, speech_model, text_model, backend)
     config = predictor.config
@@ -718,7 +728,7 @@ def predict(
         "speech_model": _fingerprint(speech_model), "text_model": _fingerprint(text_model),
         "backend": backend, "files": [os.path.abspath(f) for f in files], "mode": mode, "window_seconds": window_seconds,
         "hop_seconds": hop_seconds, "batch_size": batch_size, "transcripts": table, "asr_model": _fingerprint(asr_model),
-        "on_error": on_error,
+        "on_error": on_error, "same_speaker": same_speaker,
     }
     if output_dir is None:
         entries = _run_units(context, units, {}, None, num_workers, progress)
@@ -959,6 +969,53 @@ def _assemble(results: PredictionResults, context: _RunContext, entries: dict[in
         elif index in by_file:
             results.windows.extend(by_file[index]["windows"])
             results.files.append(by_file[index]["summary"])
+
+
+def _with_speaker_statistics(model_or_path, processor, files, device, backend, window_seconds, on_error):
+    """A copy of a speaker-normalised speech model whose population statistics are those of ``files``
+    (one speaker's recordings, cut into windows of the model's crop), and its processor."""
+    import copy
+
+    from ser_hf.data.speaker_statistics import SpeakerStatistics, frame_count
+    from ser_hf.modeling import SERModelForSpeech
+
+    model, processor = load_model(model_or_path, processor, device, backend)
+    if not isinstance(model, SERModelForSpeech):
+        raise ConfigError(
+            f"same_speaker needs a PyTorch speech model trained with input_normalization: speaker; got {type(model).__name__}"
+            + (" (an ONNX export: use backend='torch' on the checkpoint)" if type(model).__name__ == "ORTSERModel" else "")
+        )
+    normalization = getattr(model.config, "input_normalization", "none")
+    if normalization != "speaker":
+        raise ConfigError(
+            f"same_speaker applies to models trained with input_normalization: speaker; this one has {normalization!r}"
+        )
+    rate = model.config.sampling_rate
+    window = round((window_seconds or model.config.max_audio_seconds) * rate)
+    hop = getattr(processor, "hop_length", 160)
+    frames = []
+    for path in files:
+        try:
+            wave = load_audio(path, rate)
+        except (AudioError, OSError, ValueError):
+            if on_error == "raise":
+                raise
+            continue  # reported by the prediction pass
+        for start in range(0, max(len(wave), 1), window):
+            piece = wave[start : start + window]
+            if len(piece) == 0:
+                continue
+            features = processor([piece], sampling_rate=rate, padding="max_length", return_tensors="np")["input_features"][0]
+            frames.append(features[:, : frame_count(len(piece), hop, features.shape[-1])])
+    if not frames:
+        raise ConfigError("same_speaker: none of the files could be read to compute the speaker's statistics")
+    statistics = SpeakerStatistics.from_frames({"speaker": frames})
+    model = copy.deepcopy(model) if not isinstance(model_or_path, (str, os.PathLike)) else model
+    with torch.no_grad():
+        model.input_mean.copy_(torch.from_numpy(statistics.mean["speaker"]))
+        model.input_std.copy_(torch.from_numpy(statistics.std["speaker"]))
+    logger.info("same_speaker: log-mel statistics of %d files (%d windows)", len(files), len(frames))
+    return model, processor
 
 
 def _model_name(model_or_path, ensemble_method: str) -> str:

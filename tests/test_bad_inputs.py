@@ -294,7 +294,7 @@ def test_missing_split_and_bad_choices(audio_dir, tmp_path, capsys, no_model):
                     expect=["split 'valid' not in corpus 'manifest' (it has ['train', 'dev', 'test'])"])
     assert_rejected(capsys, tmp_path, manifest, "--task", "categorial",
                     expect=["task='categorial' is not one of categorical, attributes, multitask"])
-    for flag, value in (("--pooling", "maxx"), ("--activation", "swishy"), ("--input_normalization", "speaker")):
+    for flag, value in (("--pooling", "maxx"), ("--activation", "swishy"), ("--input_normalization", "frame")):
         assert_rejected(capsys, tmp_path, manifest, flag, value, expect=[f"{flag[2:]}={value!r} is not one of"])
 
 

@@ -74,4 +74,4 @@ def test_waveform_encoders_and_unknown_values_are_refused():
     with pytest.raises(ValueError, match="log-mel"):
         SERSpeechConfig(backbone_config=tiny_speech_backbone("wavlm"), labels=["a", "b"], input_normalization="utterance")
     with pytest.raises(ValueError, match="input_normalization"):
-        SERSpeechConfig(backbone_config=tiny_speech_backbone("whisper"), labels=["a", "b"], input_normalization="speaker")
+        SERSpeechConfig(backbone_config=tiny_speech_backbone("whisper"), labels=["a", "b"], input_normalization="frame")

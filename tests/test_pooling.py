@@ -13,7 +13,7 @@ import torch
 
 from ser_hf.configuration import SERSpeechConfig, SERTextConfig
 from ser_hf.modeling import SERModelForSpeech, SERModelForText, build_feature_extractor
-from ser_hf.modeling.pooling import AttentiveStatisticsPooling, MeanPooling
+from ser_hf.modeling.pooling import AttentiveStatisticsPooling, MeanPooling, StatisticsPooling
 from ser_hf.tiny import tiny_speech_backbone, tiny_text_backbone, tokenizer_path
 
 LENGTHS = [10, 4, 7]
@@ -26,7 +26,7 @@ def _hidden_and_mask(seed: int = 0):
     return hidden, mask
 
 
-@pytest.mark.parametrize("pooling_class", [MeanPooling, AttentiveStatisticsPooling])
+@pytest.mark.parametrize("pooling_class", [MeanPooling, StatisticsPooling, AttentiveStatisticsPooling])
 def test_pooling_ignores_whatever_is_in_padded_positions(pooling_class):
     torch.manual_seed(0)
     pooling = pooling_class(8).eval()
@@ -49,6 +49,16 @@ def test_mean_pooling_is_the_mean_of_real_positions_only():
     assert not torch.allclose(pooled[1], hidden[1].mean(0), atol=1e-3)
 
 
+def test_statistics_pooling_is_mean_and_population_std_of_real_positions():
+    hidden, mask = _hidden_and_mask()
+    pooled = StatisticsPooling(8)(hidden, mask)
+    assert pooled.shape == (len(LENGTHS), 16)
+    for i, n in enumerate(LENGTHS):
+        real = hidden[i, :n].numpy()
+        expected = np.concatenate([real.mean(0), real.std(0)])  # numpy's std is the population std
+        np.testing.assert_allclose(pooled[i].numpy(), expected, atol=1e-5, rtol=1e-5)
+
+
 def _waves(seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [(0.3 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in (1.1, 0.45, 0.8)]
@@ -61,6 +71,7 @@ def _waves(seed: int = 0) -> list[np.ndarray]:
         ("wavlm", "mean", "weighted_sum"),
         ("wav2vec2", "attentive_stats", "weighted_sum"),
         ("wav2vec2", "mean", "last"),
+        ("wav2vec2", "stats", "weighted_sum"),
         ("hubert", "attentive_stats", "last"),
     ],
 )

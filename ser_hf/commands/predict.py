@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no_timeline", action="store_true", help="Do not draw timeline plots for long files.")
     parser.add_argument(
+        "--same_speaker", action="store_true",
+        help="The files are one speaker's recordings: a model trained with input_normalization: speaker normalises "
+        "them by their pooled statistics (default: its training population's).",
+    )
+    parser.add_argument(
         "--on_error", choices=("raise", "skip"), default="raise",
         help="Unreadable files: stop (raise), or report them in predictions.json, continue, and exit with status 1 (skip).",
     )
@@ -95,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         num_workers=args.num_workers,
         resume=not args.no_resume,
         ensemble_method=args.ensemble_method,
+        same_speaker=args.same_speaker,
     )
     for row in results.files:
         summary = [f"{row['duration']:.1f}s", f"{row['num_windows']} window(s)"]

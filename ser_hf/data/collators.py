@@ -123,6 +123,9 @@ class SpeechCollator:
     # average them, instead of scoring only the first window. Off for feature extraction.
     window_long_inputs: bool = False
     window_hop: float = 0.5
+    # ser_hf.data.speaker_statistics.SpeakerStatistics: adds ``speaker_mean`` / ``speaker_std`` to
+    # log-mel batches for models with ``input_normalization: speaker``.
+    speaker_statistics: Any = None
 
     def train_mode(self, seed: int | None = None) -> "SpeechCollator":
         """A copy that crops at random (for the training dataloader)."""
@@ -168,6 +171,7 @@ class SpeechCollator:
                 self.mixer.mix_targets(targets, plan)
                 targets.update(self.mixer.model_inputs(plan))
         batch = self._features(waves)
+        self._add_speaker_statistics(batch, rows, waves)
         if self.augmenter is not None and self.augmenter.has_spectral:
             if "input_features" not in batch:
                 raise ValueError(
@@ -179,6 +183,32 @@ class SpeechCollator:
             batch["input_features"] = self.augmenter.spectral(batch["input_features"], rows, frames)
         batch.update(targets)
         return batch
+
+    def _frames(self, waves: list[np.ndarray], num_frames: int) -> list[int]:
+        from ser_hf.data.speaker_statistics import frame_count
+
+        hop = getattr(self.feature_extractor, "hop_length", 160)
+        return [frame_count(len(w), hop, num_frames) for w in waves]
+
+    def _add_speaker_statistics(self, batch: dict, rows: list[dict], waves: list[np.ndarray]) -> None:
+        if self.speaker_statistics is None or "input_features" not in batch:
+            return
+        features = batch["input_features"]
+        batch.update(self.speaker_statistics.batch_inputs(rows, features, self._frames(waves, features.shape[-1])))
+
+    def speaker_features(self, rows: list[dict]) -> tuple[torch.Tensor, list[int]]:
+        """Log-mel features of rows as evaluation sees them (from the start, up to ``max_seconds``, with
+        the perturbation if any, no augmentation) and their real frame counts: what per-speaker
+        statistics are computed from (`ser_hf.data.speaker_statistics`)."""
+        max_samples = int(self.max_seconds * self.sampling_rate) if self.max_seconds else None
+        waves = [load_audio_crop(row["audio"], self.sampling_rate, max_samples, rng=None) for row in rows]
+        if self.perturbation is not None:
+            waves = [self.perturbation(wave, row, self.sampling_rate) for wave, row in zip(waves, rows)]
+        batch = self._features(waves)
+        if "input_features" not in batch:
+            raise ValueError("speaker statistics normalise log-mel features; this encoder reads raw audio")
+        features = batch["input_features"]
+        return features, self._frames(waves, features.shape[-1])
 
     def _features(self, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
         if _is_plain_waveform_extractor(self.feature_extractor):
@@ -208,6 +238,7 @@ class SpeechCollator:
                 owners.append(k)
                 lengths.append(end - start)
         batch = self._features(waves)
+        self._add_speaker_statistics(batch, [rows[k] for k in owners], waves)
         if len(waves) > len(rows):
             batch["window_rows"] = torch.tensor(owners, dtype=torch.long)
             batch["window_weights"] = torch.tensor(lengths, dtype=torch.float32)

@@ -12,10 +12,10 @@ from typing import Any
 from transformers import AutoConfig, PretrainedConfig
 
 TASKS = ("categorical", "attributes", "multitask")
-POOLINGS = ("attentive_stats", "mean")
+POOLINGS = ("attentive_stats", "stats", "mean")
 LAYER_WEIGHTINGS = ("last", "weighted_sum")
 DEFAULT_ATTRIBUTES = ("arousal", "valence", "dominance")
-INPUT_NORMALIZATIONS = ("none", "utterance")  # kept equal to input_normalization.INPUT_NORMALIZATIONS
+INPUT_NORMALIZATIONS = ("none", "utterance", "speaker")  # kept equal to input_normalization.INPUT_NORMALIZATIONS
 
 
 def _as_config_dict(config: PretrainedConfig | dict | None) -> dict | None:
@@ -104,8 +104,8 @@ class SERBackboneConfig(SERConfig):
             ``from_backbone``; afterwards the checkpoint is self-contained.
         backbone_config: the encoder's config (object or dict). Read from ``backbone_name_or_path``
             when omitted; pass one built in code to train a randomly initialised encoder.
-        pooling: ``"attentive_stats"`` (mean and std under learned attention, 2*H) or ``"mean"``;
-            both ignore padded frames/tokens.
+        pooling: ``"attentive_stats"`` (mean and std under learned attention, 2*H), ``"stats"``
+            (plain mean and std, 2*H) or ``"mean"``; all ignore padded frames/tokens.
         layer_weighting: ``"last"`` hidden state, or a learnable softmax-weighted sum of all layers.
     """
 
@@ -149,10 +149,13 @@ class SERSpeechConfig(SERBackboneConfig):
         sampling_rate: rate the encoder expects; audio is resampled to it.
         max_audio_seconds: crop length (12 s in the IS2025 baseline). For Whisper it also sets the
             encoder's input window, so short crops are not padded to 30 s.
-        input_normalization: ``"none"`` or ``"utterance"``: each utterance's log-mel features are
-            normalised to zero mean and unit variance per mel bin over its own frames, inside the model
-            (so training, evaluation and exported models agree). Log-mel (Whisper-style) encoders only:
-            the wav2vec2-family feature extractors already normalise each waveform.
+        input_normalization: ``"none"``, ``"utterance"`` or ``"speaker"``: log-mel features are
+            normalised to zero mean and unit variance per mel bin, inside the model (so training,
+            evaluation and exported models agree), over the utterance's own frames or over all the
+            utterances of its speaker (statistics passed as ``speaker_mean`` / ``speaker_std``; see
+            `ser_hf.data.speaker_statistics`; without them the utterance's own). Log-mel
+            (Whisper-style) encoders only: the wav2vec2-family feature extractors already normalise
+            each waveform.
     """
 
     model_type = "ser_speech"

@@ -27,6 +27,27 @@ class MeanPooling(nn.Module):
         return total / weights.sum(1, keepdim=True).clamp(min=1.0)
 
 
+class StatisticsPooling(nn.Module):
+    """Mean and standard deviation of the valid frames, concatenated (2H): x-vector statistics pooling.
+
+    The spread of a frame feature over an utterance (how much pitch and energy move) carries emotion
+    that a mean alone averages away; unlike the attentive variant there is nothing to learn, which
+    matters when training from scratch on a few hundred utterances.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.output_size = 2 * hidden_size
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        weights = _float_mask(mask, hidden).unsqueeze(-1)
+        count = weights.sum(1).clamp(min=1.0)
+        mean = (hidden * weights).sum(1) / count
+        var = (weights * (hidden - mean.unsqueeze(1)) ** 2).sum(1) / count
+        return torch.cat([mean, torch.sqrt(var.clamp(min=self.eps))], dim=-1)
+
+
 class AttentiveStatisticsPooling(nn.Module):
     """Attention-weighted mean and standard deviation of valid frames, concatenated (2H).
 
@@ -55,6 +76,8 @@ class AttentiveStatisticsPooling(nn.Module):
 def build_pooling(name: str, hidden_size: int, attention_hidden_size: int = 128) -> nn.Module:
     if name == "mean":
         return MeanPooling(hidden_size)
+    if name == "stats":
+        return StatisticsPooling(hidden_size)
     if name == "attentive_stats":
         return AttentiveStatisticsPooling(hidden_size, attention_hidden_size)
-    raise ValueError(f"unknown pooling {name!r}; choose 'attentive_stats' or 'mean'")
+    raise ValueError(f"unknown pooling {name!r}; choose 'attentive_stats', 'stats' or 'mean'")

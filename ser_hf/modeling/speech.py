@@ -6,7 +6,7 @@ from transformers import AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtract
 
 from .configuration import SERSpeechConfig
 from .base import SERBackboneModel, SEROutput
-from .input_normalization import mel_frame_mask, normalize_per_utterance
+from .input_normalization import mel_frame_mask, normalize_per_utterance, normalize_with_statistics
 from .lean_attention import use_lean_wavlm_attention
 
 WHISPER_HOP = 160  # samples per mel frame at 16 kHz
@@ -74,6 +74,12 @@ class SERModelForSpeech(SERBackboneModel):
         num_hidden_states = backbone_config.num_hidden_layers + 1
         hidden_size = backbone_config.d_model if config.is_whisper else backbone_config.hidden_size
         self._build_pooling_and_heads(hidden_size, num_hidden_states)
+        if config.is_whisper and getattr(config, "input_normalization", "none") == "speaker":
+            # The training population's log-mel statistics: what an input without speaker statistics
+            # (a recording scored alone) is normalised by. Set by training, saved with the weights.
+            bins = backbone_config.num_mel_bins
+            self.register_buffer("input_mean", torch.zeros(bins))
+            self.register_buffer("input_std", torch.ones(bins))
         if config.freeze_feature_encoder:
             self.freeze_feature_encoder()
         self.post_init()
@@ -119,14 +125,22 @@ class SERModelForSpeech(SERBackboneModel):
             lengths = self.backbone._get_feat_extract_output_lengths(input_lengths)
         return lengths.clamp(min=1, max=num_frames).long()
 
-    def encode(self, input_values=None, input_features=None, attention_mask=None):
+    def encode(self, input_values=None, input_features=None, attention_mask=None, speaker_mean=None, speaker_std=None):
         want_all = self.layer_weights is not None
         if self.config.is_whisper:
             if input_features is None:
                 raise ValueError("Whisper-based SER models take `input_features` (log-mel), not `input_values`")
-            if getattr(self.config, "input_normalization", "none") == "utterance":
+            normalization = getattr(self.config, "input_normalization", "none")
+            if normalization != "none":
                 frames = mel_frame_mask(attention_mask, input_features.shape[-1], WHISPER_HOP)
-                input_features = normalize_per_utterance(input_features, frames)
+                if normalization == "speaker":
+                    if speaker_mean is None or speaker_std is None:  # a recording alone: the training population's
+                        batch = input_features.shape[0]
+                        speaker_mean = self.input_mean.unsqueeze(0).expand(batch, -1)
+                        speaker_std = self.input_std.unsqueeze(0).expand(batch, -1)
+                    input_features = normalize_with_statistics(input_features, speaker_mean, speaker_std, frames)
+                else:
+                    input_features = normalize_per_utterance(input_features, frames)
             outputs = self.backbone(input_features, output_hidden_states=want_all)
             # Whisper attends over the whole (zero-padded) window; pooling still skips padded frames.
         else:
@@ -146,8 +160,16 @@ class SERModelForSpeech(SERBackboneModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         attribute_labels: torch.Tensor | None = None,
+        speaker_mean: torch.Tensor | None = None,
+        speaker_std: torch.Tensor | None = None,
         **kwargs,
     ) -> SEROutput:
-        hidden, mask = self.encode(input_values=input_values, input_features=input_features, attention_mask=attention_mask)
+        hidden, mask = self.encode(
+            input_values=input_values,
+            input_features=input_features,
+            attention_mask=attention_mask,
+            speaker_mean=speaker_mean,
+            speaker_std=speaker_std,
+        )
         pooled = self.pooling(hidden, mask)
         return self._heads_forward(pooled, labels, attribute_labels)
