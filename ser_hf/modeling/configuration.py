@@ -153,7 +153,7 @@ class SERSpeechConfig(SERBackboneConfig):
             normalised to zero mean and unit variance per mel bin, inside the model (so training,
             evaluation and exported models agree), over the utterance's own frames or over all the
             utterances of its speaker (statistics passed as ``speaker_mean`` / ``speaker_std``; see
-            `ser_hf.data.speaker_statistics`; without them the utterance's own). Log-mel
+            the data pipeline's speaker statistics; without them the training population's). Log-mel
             (Whisper-style) encoders only: the wav2vec2-family feature extractors already normalise
             each waveform.
     """

@@ -9,9 +9,10 @@ speakers' voice and channel (level, spectral tilt), not on their emotions.
 - ``speaker``: the mean and scale per mel bin of *all the speaker's utterances* are removed
   (speaker-level z-normalisation, a standard of speaker-independent SER). What is left is each
   utterance relative to its speaker's voice: loud anger stays loud for that speaker. The statistics
-  come from the data pipeline (`ser_hf.data.speaker_statistics`: unlabelled audio of each speaker,
+  come from the data pipeline (its speaker statistics module: unlabelled audio of each speaker,
   test speakers included) as ``speaker_mean`` / ``speaker_std`` inputs; an input without them (a
-  single recording in ``predict``, the web demo, an exported graph) falls back to its own statistics.
+  single recording in ``predict``, the web demo, an exported graph) is normalised by the training
+  population's statistics, which the speech model keeps as buffers.
 """
 from __future__ import annotations
 
