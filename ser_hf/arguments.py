@@ -190,3 +190,11 @@ class ModelArguments:
         for name, value, choices in checks:
             if value not in choices:
                 raise ValueError(f"{name}={value!r} is not one of {[c for c in choices if c is not None]}")
+        if self.input_normalization != "none":
+            kind = self.backbone_config.get("model_type") if isinstance(self.backbone_config, dict) else None
+            if self.modality == "text" or (kind is not None and kind != "whisper"):
+                reads = "transcripts" if self.modality == "text" else f"raw waveform ({kind})"
+                raise ValueError(
+                    f"input_normalization={self.input_normalization!r} normalises log-mel features of Whisper-style "
+                    f"speech encoders; this model reads {reads}. Use input_normalization: none"
+                )

@@ -244,3 +244,13 @@ def test_predict_same_speaker_uses_the_files_own_statistics(tmp_path, capsys):
                 "--output_dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "input_normalization: speaker" in err and "'none'" in err and "Traceback" not in err
+
+
+def test_speaker_normalisation_of_a_waveform_encoder_is_a_config_error_at_parse_time(tmp_path, capsys):
+    manifest = _corpus(tmp_path)
+    config = _train_config(tmp_path, manifest, tmp_path / "run", backbone_config=tiny_speech_backbone("wavlm"))
+    for command in ("validate", "train"):
+        assert cli([command, "--config", config]) == 2
+        err = capsys.readouterr().err
+        assert "input_normalization='speaker' normalises log-mel features" in err and "raw waveform (wavlm)" in err, err
+        assert "Traceback" not in err
